@@ -1,0 +1,58 @@
+"""Components selected by name from a recipe."""
+
+import keras
+import numpy as np
+import pytest
+
+from recipes.digits import RECIPE as DIGITS
+from workbench import components
+from workbench.errors import WorkbenchError
+from workbench.recipe import apply_overrides
+
+
+def test_keras_optimizers_resolve_by_their_usual_names():
+    assert components.OPTIMIZERS.get("adam") is keras.optimizers.Adam
+    assert components.OPTIMIZERS.get("AdamW") is keras.optimizers.AdamW
+    assert components.OPTIMIZERS.get("schedule_free_adamw") is keras.optimizers.ScheduleFreeAdamW
+    optimizer = components.build_optimizer("sgd", {"momentum": 0.9, "nesterov": True}, 0.05)
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    assert optimizer.nesterov and float(optimizer.learning_rate) == pytest.approx(0.05)
+
+
+def test_unknown_names_and_arguments_are_errors_that_list_choices():
+    with pytest.raises(WorkbenchError, match="unknown optimizer 'adamm'.*did you mean 'adam'"):
+        components.OPTIMIZERS.get("adamm")
+    with pytest.raises(WorkbenchError, match="takes no argument 'beta1'.*beta_1"):
+        components.build_optimizer("adam", {"beta1": 0.8}, 1e-3)
+    with pytest.raises(WorkbenchError, match="unknown schedule"):
+        components.SCHEDULES.get("cosine_decayy")
+
+
+def test_base_class_keywords_are_accepted():
+    optimizer = components.build_optimizer("adam", {"clipnorm": 1.0}, 1e-3)
+    assert optimizer.clipnorm == 1.0
+
+
+def test_schedule_fills_learning_rate_and_total_steps():
+    recipe = apply_overrides(DIGITS, ["schedule=cosine", "epochs=4", "learning_rate=0.1"])
+    schedule = components.learning_rate_for(recipe, steps_per_epoch=10)
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert float(schedule(0)) == pytest.approx(0.1)
+    assert float(schedule(40)) == pytest.approx(0.0, abs=1e-7)
+    assert float(schedule(20)) == pytest.approx(0.05, rel=1e-5)
+
+
+def test_check_names_catches_bad_optimizer_settings_before_any_work():
+    components.check_names(DIGITS)
+    with pytest.raises(WorkbenchError, match="unknown optimizer"):
+        components.check_names(apply_overrides(DIGITS, ["optimizer=adan"]))
+    with pytest.raises(WorkbenchError, match="takes no argument"):
+        components.check_names(apply_overrides(DIGITS, ["optimizer_config.momentun=0.9",
+                                                        "optimizer=sgd"]))
+
+
+def test_callbacks_resolve_workbench_first_then_keras():
+    assert components.CALLBACKS.get("tensorboard") is keras.callbacks.TensorBoard
+    stopping = components.CALLBACKS.get("early_stopping")
+    assert issubclass(stopping, keras.callbacks.EarlyStopping)
+    assert not np.isnan(stopping().patience)

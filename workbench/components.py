@@ -1,0 +1,174 @@
+"""Components by name: optimizers, learning-rate schedules and callbacks selected from a recipe.
+
+Keras' own classes and the workbench's are looked up in one table each, so a recipe (or
+`--set optimizer=shampoo`) names either kind the same way. A misspelled name, or a keyword argument
+the class does not take, is a `WorkbenchError` that lists the choices, close matches first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import re
+
+import keras
+
+from workbench.errors import WorkbenchError, suggest
+
+
+# Class names whose mechanical snake_case reads badly ("rm_sprop", "adam_w").
+_DISPLAY_NAMES = {"AdamW": "adamw", "RMSprop": "rmsprop", "ScheduleFreeAdamW": "schedule_free_adamw",
+                  "TensorBoard": "tensorboard", "TerminateOnNaN": "terminate_on_nan"}
+
+
+def snake_case(name: str) -> str:
+    if name in _DISPLAY_NAMES:
+        return _DISPLAY_NAMES[name]
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def _key(name: str) -> str:
+    """Lookup key: case and underscores do not matter (`AdamW`, `adamw`, `adam_w`)."""
+    return name.strip().lower().replace("_", "")
+
+
+class Registry:
+    """Name -> class for one kind of component. A class answers to its name in any case, with or
+    without underscores (`ScheduleFreeAdamW`, `schedule_free_adamw`); `aliases` add more."""
+
+    def __init__(self, kind: str, base: type, modules, exclude=(), aliases=None):
+        self.kind = kind
+        self.base = base
+        self.modules = modules
+        self.exclude = set(exclude)
+        self.aliases = dict(aliases or {})
+        self._table = None
+
+    def _load(self):
+        table = {}
+        for module_name in self.modules:
+            if importlib.util.find_spec(module_name) is None:  # TEMP until all packages land
+                continue
+            module = importlib.import_module(module_name)
+            for attr in getattr(module, "__all__", dir(module)):
+                cls = getattr(module, attr, None)
+                if (inspect.isclass(cls) and issubclass(cls, self.base) and cls is not self.base
+                        and cls.__name__ not in self.exclude):
+                    table.setdefault(_key(cls.__name__), cls)
+        for alias, target in self.aliases.items():
+            if _key(target) in table:
+                table[_key(alias)] = table[_key(target)]
+        return table
+
+    @property
+    def table(self):
+        if self._table is None:
+            self._table = self._load()
+        return self._table
+
+    def names(self):
+        """One display name per class (the snake_case one), plus the aliases."""
+        names = {snake_case(cls.__name__) for cls in self.table.values()}
+        return sorted(names | set(self.aliases))
+
+    def get(self, name: str):
+        if _key(name) not in self.table:
+            raise WorkbenchError(
+                f"unknown {self.kind} '{name}': {suggest(name.strip().lower(), self.names())}")
+        return self.table[_key(name)]
+
+    def build(self, name: str, config: dict, defaults: dict | None = None):
+        """Instantiate `name` with `config`; `defaults` fill only parameters the class takes."""
+        cls = self.get(name)
+        params = inspect.signature(cls.__init__).parameters
+        takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        valid = [p for p in params if p not in ("self", "args", "kwargs")]
+        unknown = [key for key in config if key not in params]
+        if unknown and not (takes_kwargs and _keras_base_accepts(cls, unknown)):
+            raise WorkbenchError(
+                f"{self.kind} '{name}' takes no argument '{unknown[0]}': "
+                f"{suggest(unknown[0], valid)}")
+        kwargs = {k: v for k, v in (defaults or {}).items() if k in params}
+        kwargs.update(config)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as error:
+            raise WorkbenchError(f"{self.kind} '{name}' rejected its settings {config}: {error}")
+
+
+def _keras_base_accepts(cls, names):
+    """Keras optimizers forward **kwargs to the base class; accept what the base class takes."""
+    base_params = inspect.signature(keras.optimizers.Optimizer.__init__).parameters
+    return all(n in base_params for n in names)
+
+
+OPTIMIZERS = Registry(
+    "optimizer", keras.optimizers.Optimizer,
+    ["keras.optimizers", "workbench.optimizers"],
+    exclude={"LossScaleOptimizer", "MultiOptimizer"})
+
+SCHEDULES = Registry(
+    "schedule", keras.optimizers.schedules.LearningRateSchedule,
+    ["keras.optimizers.schedules", "workbench.schedules"],
+    aliases={"exponential": "exponential_decay", "cosine": "cosine_decay",
+             "inverse_time": "inverse_time_decay", "polynomial": "polynomial_decay",
+             "piecewise": "piecewise_constant_decay"})
+
+CALLBACKS = Registry(
+    "callback", keras.callbacks.Callback,
+    # Workbench first: its EarlyStopping and ReduceLROnPlateau extend Keras' and take their names.
+    ["workbench.callbacks", "keras.callbacks"],
+    exclude={"CallbackList", "History", "ProgbarLogger"})
+
+# Schedule parameters that mean "how long the whole training is", filled in when not given.
+_TOTAL_STEP_PARAMS = ("decay_steps", "total_steps", "first_decay_steps")
+
+
+def build_schedule(name, config, learning_rate, total_steps):
+    """A schedule from its name; the recipe's learning rate and total steps fill the gaps."""
+    config = dict(config)
+    inner = config.get("schedule")
+    if isinstance(inner, str):  # wrappers such as Warmup(schedule=...)
+        config["schedule"] = build_schedule(inner, config.pop("schedule_config", {}),
+                                            learning_rate, total_steps)
+    defaults = {"initial_learning_rate": learning_rate, "learning_rate": learning_rate,
+                "max_learning_rate": learning_rate, "max_lr": learning_rate}
+    defaults.update({p: total_steps for p in _TOTAL_STEP_PARAMS})
+    return SCHEDULES.build(name, config, defaults)
+
+
+def build_optimizer(name, config, learning_rate):
+    """An optimizer from its name; wrappers (`inner` argument) get their inner optimizer by name."""
+    config = dict(config)
+    cls = OPTIMIZERS.get(name)
+    params = inspect.signature(cls.__init__).parameters
+    if "inner" in params:
+        inner = config.pop("inner", "adam")
+        inner_config = config.pop("inner_config", {})
+        if isinstance(inner, str):
+            inner = build_optimizer(inner, inner_config, learning_rate)
+        config["inner"] = inner
+        return OPTIMIZERS.build(name, config)
+    return OPTIMIZERS.build(name, config, {"learning_rate": learning_rate})
+
+
+def learning_rate_for(recipe, steps_per_epoch):
+    """The recipe's learning rate: a float, or a schedule over the whole training."""
+    if not recipe.schedule or recipe.schedule.lower() == "none":
+        return recipe.learning_rate
+    total_steps = max(1, recipe.epochs * steps_per_epoch)
+    return build_schedule(recipe.schedule, recipe.schedule_config, recipe.learning_rate,
+                          total_steps)
+
+
+def optimizer_for(recipe, steps_per_epoch):
+    return build_optimizer(recipe.optimizer, recipe.optimizer_config,
+                           learning_rate_for(recipe, steps_per_epoch))
+
+
+def check_names(recipe):
+    """Validate every component name in a recipe before any work starts."""
+    # Building is cheap (no variables until the first step) and checks every argument name too.
+    optimizer_for(recipe, steps_per_epoch=1)

@@ -1,0 +1,354 @@
+"""Recipes: everything a run needs, as one typed, overridable dataclass.
+
+A recipe module defines `RECIPE = Recipe(...)`. Every field except the model builder can be
+changed from the command line with `--set key=value`; nested settings use dots
+(`--set early_stopping.patience=3`, `--set optimizer_config.beta_1=0.8`). Values are parsed and
+type-checked against the field's annotation, so a typo or a wrong type is an error that names the
+valid choices, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import importlib
+import importlib.util
+import inspect
+import pkgutil
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from workbench.errors import WorkbenchError, suggest
+
+KNOWN_EXPORT_FORMATS = ("float32", "float16", "dynamic", "int8")
+
+
+@dataclass
+class EarlyStoppingSettings:
+    """Stop when `monitor` has not improved for `patience` epochs; keep the best weights."""
+
+    enabled: bool = True
+    monitor: str = "val_loss"
+    patience: int = 8
+    min_delta: float = 0.0
+
+
+@dataclass
+class PlateauSettings:
+    """Multiply the learning rate by `factor` after `patience` epochs without improvement."""
+
+    enabled: bool = True
+    monitor: str = "val_loss"
+    factor: float = 0.5
+    patience: int = 3
+    min_lr: float = 1e-6
+
+
+@dataclass
+class ExportSettings:
+    """Which TFLite variants the export stage writes, and how much data calibrates int8."""
+
+    formats: tuple[str, ...] = ("float32", "int8")
+    representative_examples: int = 256
+
+
+@dataclass
+class VerifySettings:
+    """How the exported models are checked with the LiteRT interpreter."""
+
+    max_examples: Optional[int] = None
+    num_threads: int = 1
+
+
+@dataclass
+class Recipe:
+    """A complete description of a run.
+
+    Args:
+        name: short name, used for the output directory.
+        description: one line for `--list`.
+        model: builder `fn(hp)` (or `fn(hp, data_info)`) returning an uncompiled Keras model; `hp`
+            is a `keras_tuner.HyperParameters`, so the same builder serves training and search.
+        data: `"digits"` (scikit-learn's bundled 8x8 digits) or a path to a `.npz` file.
+        data_options: options for the data loader (`val_fraction`, `test_fraction`).
+        optimizer: optimizer name (Keras' own or a workbench one, e.g. `"adam"`, `"shampoo"`).
+        optimizer_config: keyword arguments for the optimizer.
+        learning_rate: base learning rate (the schedule's initial rate when a schedule is set).
+        schedule: learning-rate schedule name or `None`.
+        schedule_config: keyword arguments for the schedule.
+        loss, metrics: as in `model.compile`.
+        epochs, batch_size: training length and mini-batch size.
+        seed: seeds the data split, initialization and shuffling; with op determinism on, the same
+            seed gives the same result.
+        stages: the pipeline, in order.
+        fast: overrides applied by `--fast` for a seconds-long smoke run.
+    """
+
+    name: str
+    model: Callable[..., Any]
+    description: str = ""
+    data: str = "digits"
+    data_options: dict = field(default_factory=dict)
+    optimizer: str = "adam"
+    optimizer_config: dict = field(default_factory=dict)
+    learning_rate: float = 1e-3
+    schedule: Optional[str] = None
+    schedule_config: dict = field(default_factory=dict)
+    loss: str = "sparse_categorical_crossentropy"
+    metrics: tuple[str, ...] = ("accuracy",)
+    epochs: int = 30
+    batch_size: int = 32
+    seed: int = 0
+    jit_compile: bool = False
+    early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
+    plateau: PlateauSettings = field(default_factory=PlateauSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
+    verify: VerifySettings = field(default_factory=VerifySettings)
+    stages: tuple[str, ...] = ("train", "evaluate", "export", "verify")
+    fast: dict = field(default_factory=lambda: {"epochs": 2})
+
+    def validate(self):
+        """Raise `WorkbenchError` for values out of range. Names are checked by `components`."""
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.learning_rate > 0, "learning_rate must be positive"),
+            (self.early_stopping.patience >= 0, "early_stopping.patience must be >= 0"),
+            (0 < self.plateau.factor < 1, "plateau.factor must be in (0, 1)"),
+            (self.plateau.patience >= 0, "plateau.patience must be >= 0"),
+            (self.export.representative_examples >= 1,
+             "export.representative_examples must be at least 1"),
+            (self.verify.max_examples is None or self.verify.max_examples >= 1,
+             "verify.max_examples must be at least 1 (or none for the whole test split)"),
+            (self.verify.num_threads >= 1, "verify.num_threads must be at least 1"),
+        ]
+        for fraction in ("val_fraction", "test_fraction"):
+            if fraction in self.data_options:
+                value = self.data_options[fraction]
+                checks.append((isinstance(value, (int, float)) and 0 < value < 1,
+                               f"data_options.{fraction} must be in (0, 1), got {value!r}"))
+        for ok, message in checks:
+            if not ok:
+                raise WorkbenchError(message)
+        for fmt in self.export.formats:
+            if fmt not in KNOWN_EXPORT_FORMATS:
+                raise WorkbenchError(
+                    f"unknown export format '{fmt}': {suggest(fmt, KNOWN_EXPORT_FORMATS)}")
+        if not self.stages:
+            raise WorkbenchError("the recipe has no stages; set at least one with --stages")
+
+    def settings(self):
+        """The recipe as plain data (for the report): the builder becomes its qualified name."""
+        data = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "model":
+                value = f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', value)}"
+            elif dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)
+            data[f.name] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+        return data
+
+
+# --------------------------------------------------------------------------------------------
+# Overrides: "--set key=value"
+
+def parse_value(text: str):
+    """Read a command-line value as a Python literal where it is one, else as a string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _coerce(value, annotation, key):
+    """Convert a parsed value to `annotation`, or raise a WorkbenchError saying what was expected."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except WorkbenchError as error:
+                errors.append(str(error))
+        raise WorkbenchError(errors[0] if errors else f"{key}: cannot be {value!r}")
+    if origin is tuple:
+        items = value if isinstance(value, (list, tuple)) else [
+            parse_value(part) for part in str(value).split(",") if part.strip()]
+        item_type = args[0] if args else str
+        return tuple(_coerce(item, item_type, key) for item in items)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise WorkbenchError(f"{key} expects true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise WorkbenchError(f"{key} expects a whole number, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise WorkbenchError(f"{key} expects a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, str):
+            return value
+        raise WorkbenchError(f"{key} expects text, got {value!r}")
+    if annotation is dict or origin is dict:
+        if isinstance(value, dict):
+            return value
+        raise WorkbenchError(f"{key} expects a mapping such as {{'a': 1}}, got {value!r}")
+    return value
+
+
+def settable_keys(obj, prefix=""):
+    """All dotted keys `--set` accepts for a recipe (free-form dicts show as `name.*`)."""
+    keys = []
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if f.name == "model":
+            continue
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            keys.extend(settable_keys(value, prefix + f.name + "."))
+        else:
+            keys.append(prefix + f.name)
+            if hints.get(f.name) is dict and f.name != "fast":
+                keys.append(prefix + f.name + ".*")
+    return keys
+
+
+def _set(obj, parts, raw_value, full_key, root):
+    name = parts[0]
+    names = [f.name for f in dataclasses.fields(obj)]
+    if name not in names:
+        raise WorkbenchError(
+            f"unknown setting '{full_key}': {suggest(full_key, settable_keys(root))}")
+    if name == "model":
+        raise WorkbenchError("'model' is a Python function; edit the recipe file to change it")
+    hints = typing.get_type_hints(type(obj))
+    current = getattr(obj, name)
+    if len(parts) == 1:
+        setattr(obj, name, _coerce(parse_value(raw_value), hints[name], full_key))
+    elif dataclasses.is_dataclass(current):
+        _set(current, parts[1:], raw_value, full_key, root)
+    elif isinstance(current, dict):
+        # Free-form mappings (optimizer_config, ...): the receiving constructor checks the names.
+        target = current
+        for part in parts[1:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise WorkbenchError(f"'{full_key}': '{part}' is not a mapping")
+        target[parts[-1]] = parse_value(raw_value)
+    else:
+        raise WorkbenchError(f"'{'.'.join(full_key.split('.')[:-1])}' has no sub-settings; "
+                             f"use --set {name}=VALUE")
+
+
+def apply_overrides(recipe: Recipe, assignments) -> Recipe:
+    """Return a copy of `recipe` with `key=value` assignments applied (the original is untouched)."""
+    recipe = copy.deepcopy(recipe)
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise WorkbenchError(f"--set expects key=value, got '{assignment}'")
+        key, raw_value = assignment.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise WorkbenchError(f"--set expects key=value, got '{assignment}'")
+        _set(recipe, key.split("."), raw_value, key, recipe)
+    return recipe
+
+
+def apply_fast(recipe: Recipe) -> Recipe:
+    """The recipe's `--fast` smoke version: its `fast` overrides applied."""
+    return apply_overrides(recipe, [f"{key}={value!r}" for key, value in recipe.fast.items()])
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+def _recipes_package():
+    import recipes  # the installed package of bundled recipes
+
+    return recipes
+
+
+def available_recipes():
+    """Names of the recipes shipped under `recipes/`."""
+    package = _recipes_package()
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+
+
+def _module_from_file(path: Path):
+    module_name = f"workbench_recipe_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise WorkbenchError(f"cannot load '{path}' as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_recipe(reference: str) -> Recipe:
+    """Load a recipe by bundled name, dotted module path or `.py` file path."""
+    if reference.endswith(".py") or "/" in reference or reference.startswith("."):
+        path = Path(reference)
+        if not path.is_file():
+            raise WorkbenchError(f"recipe file '{reference}' does not exist")
+        module = _module_from_file(path)
+        where = str(path)
+    else:
+        names = available_recipes()
+        module_name = f"recipes.{reference}" if reference in names else reference
+        if "." not in module_name:
+            raise WorkbenchError(f"unknown recipe '{reference}': {suggest(reference, names)} "
+                                 "(or give a dotted module path or a .py file)")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name and module_name.startswith(error.name):
+                raise WorkbenchError(
+                    f"unknown recipe '{reference}': no module '{error.name}' "
+                    f"(bundled recipes: {', '.join(names)})") from None
+            raise
+        where = module_name
+    recipe = getattr(module, "RECIPE", None)
+    if recipe is None:
+        raise WorkbenchError(f"'{where}' defines no RECIPE; add `RECIPE = Recipe(...)` to it")
+    if not isinstance(recipe, Recipe):
+        raise WorkbenchError(
+            f"RECIPE in '{where}' is a {type(recipe).__name__}, expected a workbench.Recipe")
+    if not callable(recipe.model):
+        raise WorkbenchError(f"RECIPE.model in '{where}' must be a function of hp")
+    return recipe
+
+
+def builder_takes_data_info(builder) -> bool:
+    """Whether a model builder wants `(hp, data_info)` rather than `(hp)`."""
+    try:
+        params = [p for p in inspect.signature(builder).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 2

@@ -1,0 +1,183 @@
+"""The run report: `report.json` (everything), `report.md` (for people) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from importlib import metadata
+
+import numpy as np
+
+VERSIONED_PACKAGES = ("tensorflow", "keras", "tf-keras", "tensorflow-model-optimization",
+                      "keras-tuner", "ai-edge-litert", "numpy", "scikit-learn")
+
+
+def versions():
+    found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def _plain(value):
+    """JSON-safe copy: NumPy scalars and arrays become Python numbers and lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def build(ctx, status, error=None):
+    report = {
+        "recipe": ctx.recipe.name,
+        "status": status,
+        "seed": ctx.recipe.seed,
+        "run_dir": str(ctx.run_dir.path),
+        "config": ctx.recipe.settings(),
+        "versions": versions(),
+        "data": ctx.data.sizes() if ctx.data is not None else None,
+        "stages": {name: {"seconds": round(ctx.timings.get(name, 0.0), 3),
+                          **ctx.results.get(name, {})}
+                   for name in ctx.timings},
+        "exports": ctx.exports,
+        "history": ctx.history,
+        "hyperparameters": ctx.hp.values if ctx.hp is not None else {},
+    }
+    if error is not None:
+        report["error"] = error
+    return _plain(report)
+
+
+def summary_rows(ctx):
+    """Rows for the summary table: the Keras model, then every exported variant."""
+    rows = []
+    evaluation = ctx.results.get("evaluate", {})
+    train = ctx.results.get("train", {})
+    if evaluation or train:
+        rows.append({"model": "keras", "accuracy": evaluation.get("test_accuracy"),
+                     "loss": evaluation.get("test_loss"), "size_bytes": train.get("model_bytes"),
+                     "gzip_bytes": None, "latency_ms": None,
+                     "path": train.get("model_path")})
+    for fmt, info in ctx.exports.items():
+        rows.append({"model": f"tflite {fmt}", "accuracy": info.get("accuracy"), "loss": None,
+                     "size_bytes": info.get("size_bytes"), "gzip_bytes": info.get("gzip_bytes"),
+                     "latency_ms": info.get("median_latency_ms"), "path": info.get("path")})
+    return rows
+
+
+def _cell(value, kind):
+    if value is None:
+        return "-"
+    if kind == "fraction":
+        return f"{value:.4f}"
+    if kind == "bytes":
+        return f"{value / 1024:.1f} KiB"
+    if kind == "ms":
+        return f"{value:.3f} ms"
+    return str(value)
+
+
+COLUMNS = [("model", "model", "text"), ("accuracy", "test accuracy", "fraction"),
+           ("loss", "test loss", "fraction"), ("size_bytes", "size", "bytes"),
+           ("gzip_bytes", "gzip size", "bytes"), ("latency_ms", "median latency", "ms")]
+
+
+def table(rows, markdown=False):
+    header = [title for _, title, _ in COLUMNS]
+    body = [[_cell(row[key], kind) for key, _, kind in COLUMNS] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)),
+                      *(fmt.format(*cells) for cells in body)])
+
+
+def markdown(ctx, report):
+    lines = [f"# Run report: {report['recipe']}", "",
+             f"- status: **{report['status']}**",
+             f"- run directory: `{report['run_dir']}`",
+             f"- seed: {report['seed']}",
+             f"- data: {report['data']}", ""]
+    if "error" in report:
+        lines += [f"**Error:** {report['error']}", ""]
+    rows = summary_rows(ctx)
+    if rows:
+        lines += ["## Results", "", table(rows, markdown=True), ""]
+    lines += ["## Stages", "", "| stage | seconds | details |", "|---|---|---|"]
+    for name, info in report["stages"].items():
+        details = ", ".join(f"{k}={_short(v)}" for k, v in info.items()
+                            if k != "seconds" and not isinstance(v, (dict, list)))
+        lines.append(f"| {name} | {info['seconds']:.1f} | {details} |")
+    lines += ["", "## Plots", ""]
+    for name in ("training_curves.png", "learning_rate.png"):
+        if (ctx.run_dir / name).exists():
+            lines.append(f"![{name}]({name})")
+    lines += ["", "## Versions", ""]
+    lines += [f"- {k}: {v}" for k, v in report["versions"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _short(value):
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def plot_training(ctx):
+    """training_curves.png (loss and metrics per epoch) and learning_rate.png (per step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if ctx.history:
+        metrics = sorted({k.removeprefix("val_") for k in ctx.history} - {"learning_rate"})
+        fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+        for ax, metric in zip(axes[0], metrics):
+            for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+                if key in ctx.history:
+                    ax.plot(np.arange(1, len(ctx.history[key]) + 1), ctx.history[key], label=label)
+            ax.set_title(metric)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle(f"{ctx.recipe.name}: training curves")
+        fig.tight_layout()
+        _save_figure(ctx, fig, "training_curves.png")
+    if ctx.learning_rates:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ax.plot(np.arange(len(ctx.learning_rates)), ctx.learning_rates)
+        ax.set_xlabel("step")
+        ax.set_ylabel("learning rate")
+        ax.set_yscale("log")
+        ax.set_title(f"{ctx.recipe.name}: learning rate per step")
+        ax.grid(alpha=0.3, which="both")
+        fig.tight_layout()
+        _save_figure(ctx, fig, "learning_rate.png")
+
+
+def _save_figure(ctx, fig, name):
+    import matplotlib.pyplot as plt
+
+    with ctx.run_dir.atomic(name) as temp:
+        fig.savefig(temp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write(ctx, status, error=None):
+    """Write the plots, report.json and report.md into the run directory; return the report."""
+    report = build(ctx, status, error)
+    plot_training(ctx)
+    ctx.run_dir.write_text("report.json", json.dumps(report, indent=2) + "\n")
+    ctx.run_dir.write_text("report.md", markdown(ctx, report))
+    return report

@@ -1,0 +1,211 @@
+"""`python -m workbench.run RECIPE [options]`: run a recipe end to end.
+
+Parse -> load the recipe -> apply overrides -> check everything -> run the stages in order ->
+write the report -> print a summary. Bad input exits with code 2 and one line on stderr before any
+file is written; a failed stage exits with code 1 and leaves a report saying where it failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from workbench.errors import WorkbenchError, suggest
+from workbench.quiet import quiet_native_output
+
+DEFAULT_OUTPUT_ROOT = Path("saved_models")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise WorkbenchError(f"{message} (see python -m workbench.run --help)")
+
+
+def build_parser():
+    parser = _Parser(
+        prog="python -m workbench.run",
+        description="Run a workbench recipe: train, compress, export to TFLite and verify.")
+    parser.add_argument("recipe", nargs="?",
+                        help="a recipe name under recipes/, a dotted module path or a .py file")
+    parser.add_argument("--list", action="store_true", help="list the bundled recipes and exit")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a recipe setting (repeatable)")
+    parser.add_argument("--epochs", type=int, help="shorthand for --set epochs=N")
+    parser.add_argument("--seed", type=int, help="shorthand for --set seed=N")
+    parser.add_argument("--stages", help="comma-separated stages to run, in order")
+    parser.add_argument("--out", type=Path,
+                        help="write the run here (a new or empty directory) instead of "
+                             "saved_models/<recipe>/<timestamp>/")
+    parser.add_argument("--model", type=Path,
+                        help="start from this saved .keras model instead of training one")
+    parser.add_argument("--fast", action="store_true",
+                        help="a seconds-long smoke run (the recipe's `fast` overrides)")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    parser.add_argument("--debug", action="store_true",
+                        help="show TensorFlow's logs and full tracebacks")
+    return parser
+
+
+def configure_environment(debug):
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with quiet_native_output(not debug):
+        import tensorflow as tf  # noqa: F401
+        import keras  # noqa: F401
+    if not debug:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+        tf.get_logger().setLevel("ERROR")
+
+
+def list_recipes():
+    from workbench.recipe import available_recipes, load_recipe
+
+    for name in available_recipes():
+        try:
+            description = load_recipe(name).description.strip().splitlines()[0]
+        except (WorkbenchError, IndexError) as error:
+            description = str(error) if isinstance(error, WorkbenchError) else ""
+        print(f"{name:24s} {description}")
+
+
+def prepare_recipe(args):
+    """Load the recipe and apply --fast, --set, --epochs, --seed and --stages, then check it all."""
+    from workbench import components
+    from workbench.recipe import apply_fast, apply_overrides, load_recipe
+    from workbench.stages import STAGES
+
+    recipe = load_recipe(args.recipe)
+    if args.fast:
+        recipe = apply_fast(recipe)
+    assignments = list(args.overrides)
+    if args.epochs is not None:
+        assignments.append(f"epochs={args.epochs}")
+    if args.seed is not None:
+        assignments.append(f"seed={args.seed}")
+    if args.stages is not None:
+        assignments.append(f"stages={args.stages}")
+    recipe = apply_overrides(recipe, assignments)
+    recipe.validate()
+    for stage in recipe.stages:
+        if stage not in STAGES:
+            raise WorkbenchError(f"unknown stage '{stage}': {suggest(stage, STAGES)}")
+    if "train" in recipe.stages or args.model is None:
+        components.check_names(recipe)
+    if args.model is not None and not args.model.is_file():
+        raise WorkbenchError(f"--model '{args.model}' does not exist")
+    return recipe
+
+
+def make_context(recipe, args):
+    import keras
+    import tensorflow as tf
+
+    from workbench.context import RunContext, RunDir
+    from workbench.data import load_data
+
+    keras.utils.set_random_seed(recipe.seed)
+    tf.config.experimental.enable_op_determinism()
+    data = load_data(recipe.data, seed=recipe.seed, **recipe.data_options)
+    model = None
+    if args.model is not None:
+        try:
+            model = keras.models.load_model(args.model, safe_mode=True)
+        except (ValueError, OSError) as error:
+            raise WorkbenchError(f"--model '{args.model}' is not a loadable .keras model: {error}")
+    run_dir = RunDir.create(DEFAULT_OUTPUT_ROOT, recipe.name, args.out)
+    return RunContext(recipe=recipe, run_dir=run_dir, verbose=0 if args.quiet else 1, data=data,
+                      model=model, strategy=tf.distribute.get_strategy())
+
+
+def run_stages(ctx):
+    from workbench.stages import STAGES
+
+    total = len(ctx.recipe.stages)
+    for index, name in enumerate(ctx.recipe.stages, start=1):
+        ctx.say(f"\n== [{index}/{total}] {name} ==")
+        start = time.perf_counter()
+        ctx.timings[name] = 0.0
+        try:
+            ctx = STAGES[name](ctx)
+        finally:
+            ctx.timings[name] = time.perf_counter() - start
+        ctx.say(f"   ({ctx.timings[name]:.1f} s)")
+    return ctx
+
+
+def print_summary(ctx, seconds):
+    from workbench import report
+
+    rows = report.summary_rows(ctx)
+    print(f"\n== summary: {ctx.recipe.name} ({seconds:.1f} s) ==")
+    if rows:
+        print(report.table(rows))
+    print(f"\nfiles in {ctx.run_dir.path}/:")
+    for path in sorted(ctx.run_dir.path.iterdir()):
+        if not path.name.startswith("."):
+            print(f"  {path.name}{'/' if path.is_dir() else ''}")
+
+
+def main(argv=None):
+    started = time.perf_counter()
+    try:
+        args = build_parser().parse_args(argv)
+    except WorkbenchError as error:
+        print(f"workbench: error: {error}", file=sys.stderr)
+        return 2
+    configure_environment(args.debug)
+    ctx = None
+    try:
+        if args.list:
+            list_recipes()
+            return 0
+        if not args.recipe:
+            raise WorkbenchError("name a recipe to run, or use --list to see them")
+        recipe = prepare_recipe(args)
+        ctx = make_context(recipe, args)
+        if not args.quiet:
+            print(f"workbench: recipe '{recipe.name}' -> {ctx.run_dir.path}", flush=True)
+        ctx = run_stages(ctx)
+    except WorkbenchError as error:
+        _finish_failed(ctx, str(error))
+        print(f"workbench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        _finish_failed(ctx, "interrupted")
+        print("workbench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a failed run: say where, keep the report
+        _finish_failed(ctx, f"{type(error).__name__}: {error}")
+        if args.debug:
+            traceback.print_exc()
+        stage = next(reversed(ctx.timings), None) if ctx else None
+        where = f" in stage '{stage}'" if stage else ""
+        print(f"workbench: run failed{where}: {type(error).__name__}: {error}"
+              + ("" if args.debug else " (--debug shows the traceback)"), file=sys.stderr)
+        return 1
+    from workbench import report
+
+    report.write(ctx, "completed")
+    print_summary(ctx, time.perf_counter() - started)
+    return 0
+
+
+def _finish_failed(ctx, message):
+    if ctx is None:
+        return
+    from workbench import report
+
+    try:
+        report.write(ctx, "failed", error=message)
+    except Exception as error:  # the original failure is what the user must see
+        print(f"workbench: could not write the failure report: {error}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

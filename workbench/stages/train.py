@@ -1,0 +1,117 @@
+"""Train the recipe's model with `model.fit`, then save it as `model.keras`."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from workbench import components
+from workbench.context import keras_verbosity
+from workbench.data import make_dataset
+from workbench.recipe import builder_takes_data_info
+
+
+def hyperparameters(ctx):
+    """The `hp` handed to the model builder: the search's best values, or every default."""
+    if ctx.hp is None:
+        import keras_tuner
+
+        ctx.hp = keras_tuner.HyperParameters()
+    return ctx.hp
+
+
+def build_model(recipe, hp, data_info):
+    if builder_takes_data_info(recipe.model):
+        return recipe.model(hp, data_info)
+    return recipe.model(hp)
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """Records the learning rate of every step without a per-step hook: within an epoch the rate
+    is either constant or the schedule's value at that step, so it is read once per epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.values = []
+        self._first_step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._first_step = int(self.model.optimizer.iterations.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        last_step = int(optimizer.iterations.numpy())
+        steps = np.arange(self._first_step, last_step)
+        rate = getattr(optimizer, "_learning_rate", None)
+        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+            values = keras.ops.convert_to_numpy(rate(steps))
+            values = np.broadcast_to(values, steps.shape)
+        else:
+            values = np.full(steps.shape, float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+        self.values.extend(float(v) for v in values)
+
+
+def standard_callbacks(recipe, ctx):
+    """Early stopping, learning rate on plateau, TensorBoard, and the learning-rate log."""
+    callbacks = []
+    stopping = recipe.early_stopping
+    if stopping.enabled:
+        callbacks.append(components.CALLBACKS.build("early_stopping", {
+            "monitor": stopping.monitor, "patience": stopping.patience,
+            "min_delta": stopping.min_delta, "restore_best_weights": True}))
+    plateau = recipe.plateau
+    if plateau.enabled:
+        callbacks.append(components.CALLBACKS.build("reduce_lr_on_plateau", {
+            "monitor": plateau.monitor, "factor": plateau.factor, "patience": plateau.patience,
+            "min_lr": plateau.min_lr, "verbose": 1 if ctx.verbose else 0}))
+    callbacks.append(keras.callbacks.TensorBoard(
+        log_dir=str(ctx.run_dir / "tensorboard"), write_graph=False, profile_batch=0))
+    return callbacks
+
+
+def fit(ctx, extra_callbacks=()):
+    """Build, compile and fit the recipe's model; return `(model, history, callbacks)`."""
+    recipe = ctx.recipe
+    data = ctx.require_data("train")
+    train_data = make_dataset(data.x_train, data.y_train, recipe.batch_size, shuffle=True,
+                              seed=recipe.seed)
+    val_data = make_dataset(data.x_val, data.y_val, recipe.batch_size)
+    steps_per_epoch = math.ceil(len(data.x_train) / recipe.batch_size)
+    hp = hyperparameters(ctx)
+    with ctx.strategy.scope():
+        model = build_model(recipe, hp, data.info)
+        model.compile(optimizer=components.optimizer_for(recipe, steps_per_epoch),
+                      loss=recipe.loss, metrics=list(recipe.metrics),
+                      jit_compile=recipe.jit_compile)
+    callbacks = [*standard_callbacks(recipe, ctx), LearningRateLog(), *extra_callbacks]
+    history = model.fit(train_data, validation_data=val_data, epochs=recipe.epochs,
+                        callbacks=callbacks, verbose=keras_verbosity(ctx.verbose),
+                        shuffle=False)  # the dataset reshuffles itself every epoch
+    return model, history, callbacks
+
+
+def train(ctx):
+    model, history, callbacks = fit(ctx)
+    lr_log = next(c for c in callbacks if isinstance(c, LearningRateLog))
+    ctx.model = model
+    ctx.history = {k: [float(v) for v in values] for k, values in history.history.items()}
+    ctx.learning_rates = lr_log.values
+    epochs_run = len(next(iter(history.history.values()), []))
+    results = {"epochs_run": epochs_run, "steps": len(lr_log.values),
+               "parameters": int(model.count_params())}
+    for key, values in ctx.history.items():
+        if key.startswith("val_") and values:
+            best = min(values) if "loss" in key else max(values)
+            results[f"best_{key}"] = best
+    reasons = [c.stop_reason for c in callbacks if getattr(c, "stop_reason", None)]
+    if reasons:
+        results["stop_reason"] = reasons[0]
+    with ctx.run_dir.atomic("model.keras") as temp:
+        # Keras insists on the .keras suffix, which the temporary name keeps.
+        model.save(str(temp))
+    results["model_path"] = str(ctx.run_dir / "model.keras")
+    results["model_bytes"] = (ctx.run_dir / "model.keras").stat().st_size
+    ctx.results["train"] = results
+    return ctx
