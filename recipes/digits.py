@@ -31,7 +31,7 @@ RECIPE = Recipe(
     optimizer="adam",
     learning_rate=1e-3,
     epochs=40,
-    batch_size=32,
+    batch_size=16,
     stages=("train", "evaluate", "export", "verify"),
     fast={"epochs": 2, "verify.max_examples": 100, "export.representative_examples": 32},
 )
