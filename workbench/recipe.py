@@ -24,46 +24,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from workbench.errors import WorkbenchError, suggest
-
-KNOWN_EXPORT_FORMATS = ("float32", "float16", "dynamic", "int8")
-
-
-@dataclass
-class EarlyStoppingSettings:
-    """Stop when `monitor` has not improved for `patience` epochs; keep the best weights."""
-
-    enabled: bool = True
-    monitor: str = "val_loss"
-    patience: int = 8
-    min_delta: float = 0.0
-
-
-@dataclass
-class PlateauSettings:
-    """Multiply the learning rate by `factor` after `patience` epochs without improvement."""
-
-    enabled: bool = True
-    monitor: str = "val_loss"
-    factor: float = 0.5
-    patience: int = 3
-    min_lr: float = 1e-6
-
-
-@dataclass
-class ExportSettings:
-    """Which TFLite variants the export stage writes, and how much data calibrates int8."""
-
-    formats: tuple[str, ...] = ("float32", "int8")
-    representative_examples: int = 256
-
-
-@dataclass
-class VerifySettings:
-    """How the exported models are checked with the LiteRT interpreter."""
-
-    max_examples: Optional[int] = None
-    num_threads: int = 1
-
+from workbench.settings import (
+    KNOWN_EXPORT_FORMATS, STRATEGIES, PRECISIONS, LR_SCALING, TUNERS, PRUNE_SCHEDULES,
+    PRUNE_STRUCTURES, QUANTIZE_MODES, CLUSTER_INITS, EarlyStoppingSettings, PlateauSettings,
+    ExportSettings, VerifySettings, SearchSettings, PruneSettings, QuantizeSettings,
+    ClusterSettings, DistillSettings)
 
 @dataclass
 class Recipe:
@@ -87,6 +52,10 @@ class Recipe:
             seed gives the same result.
         stages: the pipeline, in order.
         fast: overrides applied by `--fast` for a seconds-long smoke run.
+        student: builder of a smaller model for the `distill` stage (same signature as `model`).
+        strategy: `tf.distribute` strategy: auto, default, one_device, mirrored, multi_worker, tpu.
+        precision: float32, mixed_float16 or mixed_bfloat16.
+        scale_lr: how the learning rate follows the replica count: linear, sqrt or none.
     """
 
     name: str
@@ -105,10 +74,19 @@ class Recipe:
     batch_size: int = 32
     seed: int = 0
     jit_compile: bool = False
+    strategy: str = "auto"
+    precision: str = "float32"
+    scale_lr: str = "linear"
+    student: Optional[Callable[..., Any]] = None
     early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
     plateau: PlateauSettings = field(default_factory=PlateauSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    prune: PruneSettings = field(default_factory=PruneSettings)
+    quantize: QuantizeSettings = field(default_factory=QuantizeSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    distill: DistillSettings = field(default_factory=DistillSettings)
     stages: tuple[str, ...] = ("train", "evaluate", "export", "verify")
     fast: dict = field(default_factory=lambda: {"epochs": 2})
 
@@ -127,6 +105,32 @@ class Recipe:
              "verify.max_examples must be at least 1 (or none for the whole test split)"),
             (self.verify.num_threads >= 1, "verify.num_threads must be at least 1"),
         ]
+        checks += [
+            (0 <= self.prune.target_sparsity < 1,
+             f"prune.target_sparsity must be in [0, 1), got {self.prune.target_sparsity}"),
+            (0 <= self.prune.initial_sparsity <= self.prune.target_sparsity,
+             "prune.initial_sparsity must be in [0, prune.target_sparsity]"),
+            (self.prune.epochs >= 1, "prune.epochs must be at least 1"),
+            (self.prune.frequency >= 1, "prune.frequency must be at least 1"),
+            (self.quantize.epochs >= 1, "quantize.epochs must be at least 1"),
+            (self.cluster.clusters >= 2, "cluster.clusters must be at least 2"),
+            (self.cluster.epochs >= 1, "cluster.epochs must be at least 1"),
+            (0 <= self.distill.alpha <= 1, "distill.alpha must be in [0, 1]"),
+            (self.distill.temperature > 0, "distill.temperature must be positive"),
+            (self.distill.epochs >= 1, "distill.epochs must be at least 1"),
+            (self.search.max_trials >= 1, "search.max_trials must be at least 1"),
+            (self.search.epochs >= 1, "search.epochs must be at least 1"),
+            (self.search.executions_per_trial >= 1, "search.executions_per_trial must be >= 1"),
+            (all(b >= 1 for b in self.search.batch_sizes), "search.batch_sizes must be >= 1"),
+        ]
+        lr_range = (self.search.learning_rate_min, self.search.learning_rate_max)
+        if (lr_range[0] is None) != (lr_range[1] is None):
+            checks.append((False, "set both search.learning_rate_min and "
+                                  "search.learning_rate_max, or neither"))
+        elif lr_range[0] is not None:
+            checks.append((0 < lr_range[0] < lr_range[1],
+                           "search.learning_rate_min must be positive and below "
+                           "search.learning_rate_max"))
         for fraction in ("val_fraction", "test_fraction"):
             if fraction in self.data_options:
                 value = self.data_options[fraction]
@@ -135,6 +139,16 @@ class Recipe:
         for ok, message in checks:
             if not ok:
                 raise WorkbenchError(message)
+        choices = [("strategy", self.strategy, STRATEGIES), ("precision", self.precision, PRECISIONS),
+                   ("scale_lr", self.scale_lr, LR_SCALING),
+                   ("search.tuner", self.search.tuner, TUNERS),
+                   ("prune.schedule", self.prune.schedule, PRUNE_SCHEDULES),
+                   ("prune.structure", self.prune.structure, PRUNE_STRUCTURES),
+                   ("quantize.mode", self.quantize.mode, QUANTIZE_MODES),
+                   ("cluster.init", self.cluster.init, CLUSTER_INITS)]
+        for key, value, valid in choices:
+            if value not in valid:
+                raise WorkbenchError(f"unknown {key} '{value}': {suggest(value, valid)}")
         for fmt in self.export.formats:
             if fmt not in KNOWN_EXPORT_FORMATS:
                 raise WorkbenchError(
@@ -147,7 +161,7 @@ class Recipe:
         data = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "model":
+            if f.name in ("model", "student") and value is not None:
                 value = f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', value)}"
             elif dataclasses.is_dataclass(value):
                 value = dataclasses.asdict(value)
@@ -226,7 +240,7 @@ def settable_keys(obj, prefix=""):
     keys = []
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
-        if f.name == "model":
+        if f.name in ("model", "student"):
             continue
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):
@@ -244,8 +258,8 @@ def _set(obj, parts, raw_value, full_key, root):
     if name not in names:
         raise WorkbenchError(
             f"unknown setting '{full_key}': {suggest(full_key, settable_keys(root))}")
-    if name == "model":
-        raise WorkbenchError("'model' is a Python function; edit the recipe file to change it")
+    if name in ("model", "student"):
+        raise WorkbenchError(f"'{name}' is a Python function; edit the recipe file to change it")
     hints = typing.get_type_hints(type(obj))
     current = getattr(obj, name)
     if len(parts) == 1:

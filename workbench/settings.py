@@ -1,0 +1,116 @@
+"""Typed settings sections of a recipe, and the valid choices for named settings.
+
+Each section is a dataclass so `--set section.key=value` is type-checked against its annotation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+KNOWN_EXPORT_FORMATS = ("float32", "float16", "dynamic", "int8")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+LR_SCALING = ("linear", "sqrt", "none")
+TUNERS = ("random", "grid", "bayesian", "hyperband")
+PRUNE_SCHEDULES = ("polynomial", "constant")
+PRUNE_STRUCTURES = ("unstructured", "2:4")
+QUANTIZE_MODES = ("ptq_int8", "ptq_dynamic", "ptq_float16", "qat", "pqat")
+CLUSTER_INITS = ("kmeans_plus_plus", "linear", "random", "density_based")
+
+
+@dataclass
+class EarlyStoppingSettings:
+    """Stop when `monitor` has not improved for `patience` epochs; keep the best weights."""
+
+    enabled: bool = True
+    monitor: str = "val_loss"
+    patience: int = 8
+    min_delta: float = 0.0
+
+
+@dataclass
+class PlateauSettings:
+    """Multiply the learning rate by `factor` after `patience` epochs without improvement."""
+
+    enabled: bool = True
+    monitor: str = "val_loss"
+    factor: float = 0.5
+    patience: int = 3
+    min_lr: float = 1e-6
+
+
+@dataclass
+class ExportSettings:
+    """Which TFLite variants the export stage writes, and how much data calibrates int8."""
+
+    formats: tuple[str, ...] = ("float32", "int8")
+    representative_examples: int = 256
+
+
+@dataclass
+class VerifySettings:
+    """How the exported models are checked with the LiteRT interpreter."""
+
+    max_examples: Optional[int] = None
+    num_threads: int = 1
+
+
+@dataclass
+class SearchSettings:
+    """Hyperparameter search with KerasTuner: the model builder's `hp` plus workbench choices."""
+
+    tuner: str = "random"
+    max_trials: int = 6
+    objective: str = "val_accuracy"
+    epochs: int = 5
+    executions_per_trial: int = 1
+    # Workbench-level choices searched alongside the builder's own `hp` (empty = not searched).
+    optimizers: tuple[str, ...] = ()
+    learning_rate_min: Optional[float] = None
+    learning_rate_max: Optional[float] = None
+    schedules: tuple[str, ...] = ()
+    batch_sizes: tuple[int, ...] = ()
+    weight_decays: tuple[float, ...] = ()
+    hyperband_factor: int = 3
+
+
+@dataclass
+class PruneSettings:
+    """Magnitude pruning with TF-MOT, fine-tuned with the recipe's optimizer and schedule."""
+
+    target_sparsity: float = 0.8
+    initial_sparsity: float = 0.0
+    schedule: str = "polynomial"
+    structure: str = "unstructured"
+    layers: tuple[str, ...] = ()
+    epochs: int = 4
+    frequency: int = 10
+
+
+@dataclass
+class QuantizeSettings:
+    """Post-training quantization or quantization-aware training (QAT / pruning-preserving PQAT)."""
+
+    mode: str = "ptq_int8"
+    epochs: int = 2
+    learning_rate_factor: float = 0.1
+
+
+@dataclass
+class ClusterSettings:
+    """TF-MOT weight clustering: `clusters` shared values per layer."""
+
+    clusters: int = 16
+    init: str = "kmeans_plus_plus"
+    epochs: int = 2
+    learning_rate_factor: float = 0.1
+
+
+@dataclass
+class DistillSettings:
+    """Knowledge distillation from the trained model (teacher) into the recipe's `student`."""
+
+    alpha: float = 0.1
+    temperature: float = 3.0
+    epochs: int = 20
