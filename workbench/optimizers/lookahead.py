@@ -1,0 +1,117 @@
+import keras
+from keras import ops
+
+from workbench.optimizers.numerics import constant
+from workbench.optimizers.wrapper import OptimizerWrapper
+from workbench.optimizers.wrapper import is_multiple
+
+
+@keras.saving.register_keras_serializable(package="workbench")
+class Lookahead(OptimizerWrapper):
+    """Lookahead: `k` steps forward with any optimizer, then one step back.
+
+    Lookahead ([Zhang et al., 2019](https://arxiv.org/abs/1907.08610))
+    keeps two copies of the weights. The *fast* weights `theta` (the model's
+    own variables) are updated by the wrapped optimizer `A` as usual. Every
+    `k = sync_period` updates, the *slow* weights `phi` move part of the way
+    towards the fast weights and the fast weights restart from there:
+
+    ```
+    theta_{t,i} = theta_{t,i-1} + A(grad L(theta_{t,i-1}))   i = 1..k
+    phi_t = phi_{t-1} + alpha * (theta_{t,k} - phi_{t-1})
+    theta_{t+1,0} = phi_t
+    ```
+
+    with `alpha = slow_step_size`. The inner optimizer's state (moments,
+    step count) is carried across synchronisations, as in the paper.
+
+    This is a wrapper in the Optax sense: the inner optimizer does its whole
+    step (clipping, weight decay, gradient accumulation, EMA), Lookahead only
+    adds the slow weights. With `gradient_accumulation_steps=N` on the inner
+    optimizer, `k` counts the inner optimizer's real updates, i.e. a
+    synchronisation happens every `k * N` batches. With `use_ema=True` on
+    the inner optimizer, the average tracks the fast weights.
+
+    The slow weights start as a copy of the variables when the optimizer is
+    built. Between synchronisations the model holds the fast weights.
+
+    Args:
+        inner_optimizer: The `keras.optimizers.Optimizer` to wrap (or an
+            identifier such as `"adam"`).
+        sync_period: Int >= 1, `k`: number of inner updates between two
+            synchronisations. Defaults to `5`.
+        slow_step_size: Float in `(0, 1]`, `alpha`: how far the slow weights
+            move towards the fast weights at a synchronisation. Defaults to
+            `0.5`.
+        name: String. The name of the optimizer.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from workbench.optimizers import Lookahead
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer=Lookahead(keras.optimizers.Adam()), loss="mse")
+    >>> history = model.fit(np.ones((8, 4)), np.ones((8, 1)), verbose=0)
+    """
+
+    def __init__(
+        self,
+        inner_optimizer,
+        sync_period=5,
+        slow_step_size=0.5,
+        name=None,
+        **kwargs,
+    ):
+        if not isinstance(sync_period, int) or sync_period < 1:
+            raise ValueError(
+                "`sync_period` must be an integer >= 1 (the number of inner "
+                f"updates between synchronisations). Received: {sync_period!r}"
+            )
+        if not 0.0 < slow_step_size <= 1.0:
+            raise ValueError(
+                "`slow_step_size` must be in (0, 1]. Received: "
+                f"{slow_step_size!r}"
+            )
+        super().__init__(inner_optimizer, name=name, **kwargs)
+        self.sync_period = sync_period
+        self.slow_step_size = slow_step_size
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._slow_weights = self.add_optimizer_variables(var_list, "slow")
+        for slow, variable in zip(self._slow_weights, var_list):
+            if slow is not None:
+                self.assign(slow, variable)
+
+    def after_inner_apply(self):
+        # The wrapper's own counter counts batches, like the inner optimizer's
+        # raw counter; an accumulating inner optimizer updates once every
+        # `gradient_accumulation_steps` batches.
+        self._iterations.assign_add(1)
+        batches_per_update = self.inner_optimizer.gradient_accumulation_steps
+        period = self.sync_period * (batches_per_update or 1)
+        ops.cond(
+            is_multiple(self._iterations, period),
+            self._synchronise,
+            lambda: None,
+        )
+
+    def _synchronise(self):
+        for slow, fast in zip(self._slow_weights, self._trainable_variables):
+            if slow is None:
+                continue
+            alpha = constant(self.slow_step_size, slow.dtype)
+            self.assign_add(slow, ops.multiply(alpha, ops.subtract(fast, slow)))
+            self.assign(fast, slow)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "sync_period": self.sync_period,
+                "slow_step_size": self.slow_step_size,
+            }
+        )
+        return config
