@@ -2,7 +2,8 @@
 
 Both train the digits recipe's CNN on the same split, batch size and number of epochs. The plain
 run is what a user writes by hand (`model.fit(x, y, validation_data=...)`); the workbench run is
-`workbench.stages.train.fit` with everything it adds (tf.data pipeline, early stopping with best-
+`workbench.stages.train.fit` with everything it adds (tf.data pipeline, per-epoch backups for
+`--resume`, early stopping with best-
 weight tracking, learning rate on plateau, TensorBoard logging, the learning-rate log). Early
 stopping's patience is set to the epoch count so both runs train every epoch. Runs alternate so
 drifts in machine load hit both sides alike; the medians are compared.
@@ -54,7 +55,7 @@ def workbench_fit(recipe, data):
         ctx = RunContext(recipe=recipe, run_dir=RunDir(tmp), verbose=0, data=data,
                          strategy=tf.distribute.get_strategy())
         start = time.perf_counter()
-        fit(ctx)
+        fit(ctx, backup=True)
         return time.perf_counter() - start
 
 

@@ -91,6 +91,12 @@ class RunContext:
     history: dict = field(default_factory=dict)
     learning_rates: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    # True when continuing an interrupted run in its own directory (--resume).
+    resuming: bool = False
+    # The interrupted run's report.json, when resuming.
+    previous_report: dict = field(default_factory=dict)
+    # Set by a stage that ends this process's part of the run (e.g. a distributed-search worker).
+    stop_after_stage: Optional[str] = None
 
     def say(self, *parts):
         if self.verbose:

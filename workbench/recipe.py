@@ -56,6 +56,8 @@ class Recipe:
         strategy: `tf.distribute` strategy: auto, default, one_device, mirrored, multi_worker, tpu.
         precision: float32, mixed_float16 or mixed_bfloat16.
         scale_lr: how the learning rate follows the replica count: linear, sqrt or none.
+        backup_interval_seconds: least time between two training-state backups (for --resume);
+            0 backs up after every epoch.
     """
 
     name: str
@@ -74,6 +76,7 @@ class Recipe:
     batch_size: int = 32
     seed: int = 0
     jit_compile: bool = False
+    backup_interval_seconds: float = 10.0
     strategy: str = "auto"
     precision: str = "float32"
     scale_lr: str = "linear"
@@ -96,6 +99,7 @@ class Recipe:
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.learning_rate > 0, "learning_rate must be positive"),
+            (self.backup_interval_seconds >= 0, "backup_interval_seconds must be >= 0"),
             (self.early_stopping.patience >= 0, "early_stopping.patience must be >= 0"),
             (0 < self.plateau.factor < 1, "plateau.factor must be in (0, 1)"),
             (self.plateau.patience >= 0, "plateau.patience must be >= 0"),

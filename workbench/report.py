@@ -115,13 +115,22 @@ def markdown(ctx, report):
     rows = summary_rows(ctx)
     if rows:
         lines += ["## Results", "", table(rows, markdown=True), ""]
+    search = ctx.results.get("search", {})
+    if search.get("trials"):
+        lines += [f"## Search ({search['tuner']}, objective {search['objective']})", "",
+                  f"Best: trial {search['best_trial']}, {search['objective']} = "
+                  f"{_short(search['best_score'])}, {search['best_hyperparameters']}", "",
+                  "| trial | status | score | hyperparameters |", "|---|---|---|---|"]
+        lines += [f"| {t['trial']} | {t['status']} | {_short(t['score'])} | {t['hyperparameters']} |"
+                  for t in search["trials"]]
+        lines.append("")
     lines += ["## Stages", "", "| stage | seconds | details |", "|---|---|---|"]
     for name, info in report["stages"].items():
         details = ", ".join(f"{k}={_short(v)}" for k, v in info.items()
                             if k != "seconds" and not isinstance(v, (dict, list)))
         lines.append(f"| {name} | {info['seconds']:.1f} | {details} |")
     lines += ["", "## Plots", ""]
-    for name in ("training_curves.png", "learning_rate.png"):
+    for name in ("training_curves.png", "learning_rate.png", "search.png"):
         if (ctx.run_dir / name).exists():
             lines.append(f"![{name}]({name})")
     lines += ["", "## Versions", ""]
@@ -166,6 +175,32 @@ def plot_training(ctx):
         _save_figure(ctx, fig, "learning_rate.png")
 
 
+def plot_search(ctx):
+    """search.png: the objective of every trial, and the best so far."""
+    search = ctx.results.get("search", {})
+    scored = [t for t in search.get("trials", []) if t["score"] is not None]
+    if not scored:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = np.array([t["score"] for t in scored])
+    maximize = "loss" not in search["objective"]
+    best = np.maximum.accumulate(scores) if maximize else np.minimum.accumulate(scores)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(np.arange(1, len(scores) + 1), scores, "o", label="trial")
+    ax.step(np.arange(1, len(scores) + 1), best, where="post", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(search["objective"])
+    ax.set_title(f"{ctx.recipe.name}: {search['tuner']} search")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _save_figure(ctx, fig, "search.png")
+
+
 def _save_figure(ctx, fig, name):
     import matplotlib.pyplot as plt
 
@@ -174,10 +209,12 @@ def _save_figure(ctx, fig, name):
     plt.close(fig)
 
 
-def write(ctx, status, error=None):
+def write(ctx, status, error=None, plots=True):
     """Write the plots, report.json and report.md into the run directory; return the report."""
     report = build(ctx, status, error)
-    plot_training(ctx)
+    if plots:
+        plot_training(ctx)
+        plot_search(ctx)
     ctx.run_dir.write_text("report.json", json.dumps(report, indent=2) + "\n")
     ctx.run_dir.write_text("report.md", markdown(ctx, report))
     return report

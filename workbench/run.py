@@ -8,7 +8,9 @@ file is written; a failed stage exits with code 1 and leaves a report saying whe
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import tempfile
 import sys
 import time
 import traceback
@@ -40,6 +42,11 @@ def build_parser():
     parser.add_argument("--out", type=Path,
                         help="write the run here (a new or empty directory) instead of "
                              "saved_models/<recipe>/<timestamp>/")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue an interrupted run in its directory: finished search "
+                             "trials are kept, training restarts from its last saved epoch")
+    parser.add_argument("--strategy", help="shorthand for --set strategy=NAME (auto, default, "
+                                           "one_device, mirrored, multi_worker, tpu)")
     parser.add_argument("--model", type=Path,
                         help="start from this saved .keras model instead of training one")
     parser.add_argument("--fast", action="store_true",
@@ -90,6 +97,8 @@ def prepare_recipe(args):
         assignments.append(f"seed={args.seed}")
     if args.stages is not None:
         assignments.append(f"stages={args.stages}")
+    if args.strategy is not None:
+        assignments.append(f"strategy={args.strategy}")
     recipe = apply_overrides(recipe, assignments)
     recipe.validate()
     for stage in recipe.stages:
@@ -99,6 +108,12 @@ def prepare_recipe(args):
         components.check_names(recipe)
     if args.model is not None and not args.model.is_file():
         raise WorkbenchError(f"--model '{args.model}' does not exist")
+    if args.resume is not None:
+        if args.out is not None:
+            raise WorkbenchError("--resume continues a run in its own directory; drop --out")
+        if not (args.resume / "report.json").is_file():
+            raise WorkbenchError(f"--resume '{args.resume}' is not a run directory "
+                                 "(it has no report.json)")
     return recipe
 
 
@@ -106,27 +121,48 @@ def make_context(recipe, args):
     import keras
     import tensorflow as tf
 
+    from workbench import distribute
     from workbench.context import RunContext, RunDir
     from workbench.data import load_data
 
+    distribute.configure_cpu_devices()
+    strategy = distribute.resolve_strategy(recipe.strategy)
+    distribute.set_precision(recipe.precision)
     keras.utils.set_random_seed(recipe.seed)
     tf.config.experimental.enable_op_determinism()
     data = load_data(recipe.data, seed=recipe.seed, **recipe.data_options)
+    from workbench.stages import PREFLIGHT
+
+    for stage in recipe.stages:
+        if stage in PREFLIGHT:
+            PREFLIGHT[stage](recipe, data.info)
     model = None
     if args.model is not None:
         try:
             model = keras.models.load_model(args.model, safe_mode=True)
         except (ValueError, OSError) as error:
             raise WorkbenchError(f"--model '{args.model}' is not a loadable .keras model: {error}")
-    run_dir = RunDir.create(DEFAULT_OUTPUT_ROOT, recipe.name, args.out)
+    previous_report = {}
+    if args.resume is not None:
+        run_dir = RunDir(args.resume)
+        previous_report = json.loads((run_dir / "report.json").read_text())
+    elif not distribute.is_chief_worker():
+        # Non-chief workers of a multi-worker run train in step with the chief but keep their
+        # outputs apart (Keras' own convention for multi-worker checkpoints).
+        run_dir = RunDir.create(Path(tempfile.gettempdir()) / "workbench-workers", recipe.name)
+    else:
+        run_dir = RunDir.create(DEFAULT_OUTPUT_ROOT, recipe.name, args.out)
     return RunContext(recipe=recipe, run_dir=run_dir, verbose=0 if args.quiet else 1, data=data,
-                      model=model, strategy=tf.distribute.get_strategy())
+                      model=model, strategy=strategy, resuming=args.resume is not None,
+                      previous_report=previous_report)
 
 
 def run_stages(ctx):
+    from workbench import report
     from workbench.stages import STAGES
 
     total = len(ctx.recipe.stages)
+    report.write(ctx, "running", plots=False)
     for index, name in enumerate(ctx.recipe.stages, start=1):
         ctx.say(f"\n== [{index}/{total}] {name} ==")
         start = time.perf_counter()
@@ -136,6 +172,10 @@ def run_stages(ctx):
         finally:
             ctx.timings[name] = time.perf_counter() - start
         ctx.say(f"   ({ctx.timings[name]:.1f} s)")
+        if ctx.stop_after_stage:
+            ctx.say(f"   {ctx.stop_after_stage}")
+            break
+        report.write(ctx, "running", plots=False)
     return ctx
 
 

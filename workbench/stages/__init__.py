@@ -2,14 +2,22 @@
 
 from workbench.stages.evaluate import evaluate
 from workbench.stages.export import export
+from workbench.stages.search import check_search_space, search
 from workbench.stages.train import train
 from workbench.stages.verify import verify
 
 STAGES = {
+    "search": search,
     "train": train,
     "evaluate": evaluate,
     "export": export,
     "verify": verify,
 }
 
-__all__ = ["STAGES"]
+# Checks that need the data but no work, run before the run directory is created, so bad input
+# writes nothing: preflight(recipe, data_info) raises WorkbenchError.
+PREFLIGHT = {
+    "search": check_search_space,
+}
+
+__all__ = ["PREFLIGHT", "STAGES"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import keras
@@ -10,6 +11,7 @@ import numpy as np
 from workbench import components
 from workbench.context import keras_verbosity
 from workbench.data import make_dataset
+from workbench.distribute import scaled_learning_rate
 from workbench.recipe import builder_takes_data_info
 
 
@@ -71,35 +73,71 @@ def standard_callbacks(recipe, ctx):
     return callbacks
 
 
-def fit(ctx, extra_callbacks=()):
-    """Build, compile and fit the recipe's model; return `(model, history, callbacks)`."""
-    recipe = ctx.recipe
-    data = ctx.require_data("train")
-    train_data = make_dataset(data.x_train, data.y_train, recipe.batch_size, shuffle=True,
-                              seed=recipe.seed)
-    val_data = make_dataset(data.x_val, data.y_val, recipe.batch_size)
-    steps_per_epoch = math.ceil(len(data.x_train) / recipe.batch_size)
-    hp = hyperparameters(ctx)
+def compile_model(ctx, recipe, steps_per_epoch):
+    """Build and compile the recipe's model under the run's strategy. `recipe.batch_size` is per
+    replica; the learning rate follows the replica count by `recipe.scale_lr` (distribute.py)."""
+    replicas = ctx.strategy.num_replicas_in_sync
+    if replicas > 1:
+        recipe = dataclasses.replace(recipe, learning_rate=scaled_learning_rate(
+            recipe.learning_rate, replicas, recipe.scale_lr))
     with ctx.strategy.scope():
-        model = build_model(recipe, hp, data.info)
+        model = build_model(recipe, hyperparameters(ctx), ctx.data.info)
         model.compile(optimizer=components.optimizer_for(recipe, steps_per_epoch),
                       loss=recipe.loss, metrics=list(recipe.metrics),
                       jit_compile=recipe.jit_compile)
+    return model
+
+
+def fit(ctx, extra_callbacks=(), backup=False):
+    """Build, compile and fit the recipe's model; return `(model, history, callbacks)`.
+
+    With `backup`, Keras' `BackupAndRestore` saves the training state every epoch under the run
+    directory, and a resumed run continues from the last saved epoch."""
+    recipe = ctx.recipe
+    data = ctx.require_data("train")
+    global_batch = recipe.batch_size * ctx.strategy.num_replicas_in_sync
+    train_data = make_dataset(data.x_train, data.y_train, global_batch, shuffle=True,
+                              seed=recipe.seed)
+    val_data = make_dataset(data.x_val, data.y_val, global_batch)
+    steps_per_epoch = math.ceil(len(data.x_train) / global_batch)
+    model = compile_model(ctx, recipe, steps_per_epoch)
     callbacks = [*standard_callbacks(recipe, ctx), LearningRateLog(), *extra_callbacks]
+    if backup:
+        callbacks.insert(0, components.CALLBACKS.build("backup_and_restore", {
+            "backup_dir": str(ctx.run_dir / "backup"), "double_checkpoint": True,
+            "min_interval_seconds": recipe.backup_interval_seconds}))
     history = model.fit(train_data, validation_data=val_data, epochs=recipe.epochs,
                         callbacks=callbacks, verbose=keras_verbosity(ctx.verbose),
                         shuffle=False)  # the dataset reshuffles itself every epoch
     return model, history, callbacks
 
 
+def _reuse_finished_training(ctx):
+    """On --resume, a training that had already finished is not repeated."""
+    saved = ctx.run_dir / "model.keras"
+    previous = ctx.previous_report.get("stages", {}).get("train", {})
+    if not (ctx.resuming and saved.is_file() and previous.get("model_path")):
+        return False
+    ctx.model = keras.models.load_model(saved, safe_mode=True)
+    ctx.history = ctx.previous_report.get("history", {})
+    ctx.results["train"] = {k: v for k, v in previous.items() if k != "seconds"}
+    ctx.say(f"  training had finished before the interruption; using {saved}")
+    return True
+
+
 def train(ctx):
-    model, history, callbacks = fit(ctx)
+    if _reuse_finished_training(ctx):
+        return ctx
+    model, history, callbacks = fit(ctx, backup=True)
     lr_log = next(c for c in callbacks if isinstance(c, LearningRateLog))
     ctx.model = model
     ctx.history = {k: [float(v) for v in values] for k, values in history.history.items()}
     ctx.learning_rates = lr_log.values
-    epochs_run = len(next(iter(history.history.values()), []))
-    results = {"epochs_run": epochs_run, "steps": len(lr_log.values),
+    resumed_from = int(getattr(model, "_initial_epoch", 0) or 0)
+    results = {"epochs_run": resumed_from + len(history.epoch), "resumed_from_epoch": resumed_from,
+               "steps": int(model.optimizer.iterations.numpy()),
+               "replicas": ctx.strategy.num_replicas_in_sync,
+               "global_batch_size": ctx.recipe.batch_size * ctx.strategy.num_replicas_in_sync,
                "parameters": int(model.count_params())}
     for key, values in ctx.history.items():
         if key.startswith("val_") and values:
