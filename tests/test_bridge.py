@@ -14,6 +14,7 @@ from keras import layers
 from workbench.compression import (
     SUPPORTED_LAYERS,
     UntranslatableLayerError,
+    copy_weights,
     from_tf_keras,
     legacy_keras_environment,
     to_tf_keras,
@@ -200,6 +201,8 @@ def sequence_graph():
     x = layers.Embedding(30, 8, mask_zero=True)(tokens)
     x = layers.LSTM(6, return_sequences=True, recurrent_activation="sigmoid")(x)
     x = layers.GRU(5, return_sequences=True, reset_after=True)(x)
+    x = layers.GRU(5, return_sequences=True, reset_after=False)(x)
+    x = layers.SimpleRNN(5, return_sequences=True, activation="relu")(x)
     x = layers.Bidirectional(layers.SimpleRNN(4), merge_mode="concat")(x)
     y = layers.Masking(mask_value=0.0)(series)
     y, state_h, state_c = layers.LSTM(4, return_state=True, go_backwards=True)(y)
@@ -225,11 +228,12 @@ def nested_graph():
     inner_in = keras.Input((6,))
     inner_hidden = layers.Dense(6, activation="tanh")(inner_in)
     inner = keras.Model(inner_in, layers.Add()([inner_in, inner_hidden]), name="residual")
+    unbuilt = keras.Sequential([layers.Dense(4, activation="relu")], name="built_by_call")
     inputs = keras.Input((6,))
     x = block(inputs)
     x = inner(x)
     x = inner(x)
-    return keras.Model(inputs, layers.Dense(2)(x), name="nested_graph")
+    return keras.Model(inputs, layers.Dense(2)(unbuilt(x)), name="nested_graph")
 
 
 def _sequence_inputs():
@@ -319,27 +323,93 @@ def test_trainable_flags_carry_over():
     assert len(twin.trainable_weights) == len(model.trainable_weights)
 
 
+def test_training_phase_is_not_frozen_into_the_twin():
+    """Batch statistics and dropout must follow `training=` at call time, as in Keras 3."""
+    inputs = keras.Input((6,))
+    x = layers.Dense(8)(inputs)
+    normalized = layers.BatchNormalization()(x)
+    dropped = layers.Dropout(0.5)(normalized)
+    model = keras.Model(inputs, [normalized, dropped])
+    _randomize_weights(model)
+    x = _rand(16, 6)
+    twin = to_tf_keras(model)
+    back = from_tf_keras(twin)
+    for candidate in (twin, back):
+        trained_normalized, trained_dropped = candidate(x, training=True)
+        np.testing.assert_allclose(
+            np.asarray(trained_normalized), np.asarray(model(x, training=True)[0]), atol=ATOL
+        )
+        assert (np.asarray(trained_dropped) == 0).mean() > 0.2
+
+
+def test_mixed_precision_policy_carries_over():
+    model = keras.Sequential(
+        [keras.Input((4,)), layers.Dense(3, dtype="mixed_float16"), layers.Dense(2)]
+    )
+    twin = to_tf_keras(model)
+    back = from_tf_keras(twin)
+    for candidate in (twin, back):
+        assert candidate.layers[0].compute_dtype == "float16"
+        assert candidate.layers[0].variable_dtype == "float32"
+        assert candidate.layers[1].compute_dtype == "float32"
+    x = _rand(2, 4)
+    np.testing.assert_allclose(np.asarray(twin(x)), np.asarray(model(x)), atol=1e-5)
+
+
+def test_copy_weights_brings_changed_weights_home():
+    model = conv1d_graph()
+    _randomize_weights(model)
+    twin = to_tf_keras(model)
+    for layer in twin.layers:
+        if layer.weights:  # what pruning does: zero part of each kernel
+            values = layer.get_weights()
+            values[0] = np.where(np.abs(values[0]) < 0.25, 0.0, values[0])
+            layer.set_weights(values)
+    x = _rand(3, 20, 4)
+    expected = np.asarray(twin(x))
+    assert not np.allclose(expected, np.asarray(model(x)), atol=ATOL)
+    copy_weights(twin, model)
+    np.testing.assert_allclose(np.asarray(model(x)), expected, atol=ATOL)
+    kernel = model.get_layer(twin.layers[1].name).get_weights()[0]
+    assert (kernel == 0).mean() > 0.3
+    with pytest.raises(ValueError, match="same weight-carrying layers"):
+        copy_weights(twin, dense_stack())
+
+
 def test_mobilenet_v2_round_trip():
     model = keras.applications.MobileNetV2(
-        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10, classifier_activation=None
     )
     _assert_round_trip(model, _rand(2, 32, 32, 3))
+
+
+def test_efficientnet_b0_round_trip():
+    """Rescaling, Normalization, swish, squeeze-and-excite Multiply with broadcasting."""
+    model = keras.applications.EfficientNetB0(
+        input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None
+    )
+    assert {"Rescaling", "Normalization", "Multiply", "DepthwiseConv2D"} <= _classes(model)
+    _assert_round_trip(model, _rand(2, 32, 32, 3) * 127 + 127)
+
+
+# Logits, not probabilities: a saturated softmax would hide small differences.
+APPLICATION_ARGS = dict(
+    input_shape=(64, 64, 3), weights=None, classes=10, classifier_activation=None
+)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "build",
     [
-        lambda: keras.applications.ResNet50V2(input_shape=(64, 64, 3), weights=None, classes=10),
-        lambda: keras.applications.EfficientNetB0(
-            input_shape=(64, 64, 3), weights=None, classes=10
-        ),
-        lambda: keras.applications.MobileNetV2(input_shape=(64, 64, 3), weights=None, classes=10),
+        lambda: keras.applications.ResNet50V2(**APPLICATION_ARGS),
+        lambda: keras.applications.EfficientNetB0(**APPLICATION_ARGS),
+        lambda: keras.applications.MobileNetV2(**APPLICATION_ARGS),
     ],
     ids=["ResNet50V2", "EfficientNetB0", "MobileNetV2"],
 )
 def test_application_round_trip(build):
-    _assert_round_trip(build(), _rand(2, 64, 64, 3))
+    _assert_round_trip(build(), _rand(2, 64, 64, 3) * 127 + 127)
 
 
 # --- what the bridge refuses ---------------------------------------------------------------
@@ -352,6 +422,15 @@ class Scale(layers.Layer):
 
 class WideDense(layers.Dense):
     pass
+
+
+@keras.saving.register_keras_serializable(package="test_bridge")
+class Smoothness(keras.regularizers.Regularizer):
+    def __call__(self, x):
+        return keras.ops.sum(keras.ops.abs(x[1:] - x[:-1]))
+
+    def get_config(self):
+        return {}
 
 
 def test_untranslatable_layers_are_all_named_before_anything_is_built():
@@ -375,12 +454,13 @@ def test_untranslatable_layers_are_all_named_before_anything_is_built():
     [
         (lambda: layers.LayerNormalization(rms_scaling=True), "rms_scaling"),
         (lambda: layers.Activation("hard_sigmoid"), "hard_sigmoid"),
-        (lambda: layers.Dense(2, kernel_regularizer=lambda w: 0.0), "kernel_regularizer"),
+        (lambda: layers.Dense(2, kernel_regularizer=Smoothness()), "test_bridge>Smoothness"),
         (lambda: layers.ZeroPadding1D(1, data_format="channels_first"), "data_format"),
         (lambda: layers.Dense(2, dtype="int8_from_float32"), "dtype"),
     ],
     ids=["rms_scaling", "hard_sigmoid", "custom_regularizer", "zero_padding_1d_nchw", "int8"],
 )
+@pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`")
 def test_arguments_without_equivalent_are_refused(make_layer, fragment):
     layer = make_layer()
     model = keras.Sequential([keras.Input((4, 4)), layer])
@@ -427,7 +507,11 @@ def test_legacy_keras_environment_leaves_keras_3_in_a_fresh_process():
         import keras
         from workbench.compression import legacy_keras_environment
 
-        report = {"before": os.environ.get("TF_USE_LEGACY_KERAS")}
+        from workbench.compression import from_tf_keras, to_tf_keras
+
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        from_tf_keras(to_tf_keras(model))
+        report = {"after_bridge": os.environ.get("TF_USE_LEGACY_KERAS")}
         with legacy_keras_environment() as tfmot:
             report["inside"] = os.environ.get("TF_USE_LEGACY_KERAS")
             report["has_sparsity"] = hasattr(tfmot.sparsity.keras, "prune_low_magnitude")
@@ -446,7 +530,7 @@ def test_legacy_keras_environment_leaves_keras_3_in_a_fresh_process():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["before"] is None
+    assert report["after_bridge"] is None
     assert report["inside"] == "1"  # TF-MOT did set it, so restoring it below means something
     assert report["has_sparsity"]
     assert report["after"] is None
@@ -463,18 +547,35 @@ def test_legacy_keras_environment_restores_a_preset_value(monkeypatch):
     assert type(keras.Sequential([keras.Input((3,))])).__module__.startswith("keras.src")
 
 
-def test_tfmot_accepts_the_twin():
-    inputs = keras.Input((8, 8, 1))
-    x = layers.Conv2D(4, 3, activation="relu")(inputs)
-    x = layers.Flatten()(x)
-    model = keras.Model(inputs, layers.Dense(3)(x))
+def _small_conv_model(sequential):
+    stack = [
+        layers.Conv2D(4, 3, activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Flatten(),
+        layers.Dense(3),
+    ]
+    if sequential:
+        return keras.Sequential([keras.Input((8, 8, 1))] + stack)
+    inputs = x = keras.Input((8, 8, 1))
+    for layer in stack:
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
+@pytest.mark.parametrize("sequential", [True, False], ids=["sequential", "functional"])
+def test_tfmot_accepts_the_twin(sequential):
+    model = _small_conv_model(sequential)
     _randomize_weights(model)
     x = _rand(2, 8, 8, 1)
+    expected = np.asarray(model(x))
     twin = to_tf_keras(model)
     with legacy_keras_environment() as tfmot:
         pruned = tfmot.sparsity.keras.prune_low_magnitude(twin)
+        stripped = tfmot.sparsity.keras.strip_pruning(pruned)
         quantized = tfmot.quantization.keras.quantize_model(twin)
     # Before any pruning step the masks are all ones: the wrapped twin is still the same function.
-    np.testing.assert_allclose(np.asarray(pruned(x)), np.asarray(model(x)), atol=ATOL)
+    np.testing.assert_allclose(np.asarray(pruned(x)), expected, atol=ATOL)
+    # The way home: what strip_pruning returns is an ordinary tf_keras model again.
+    np.testing.assert_allclose(np.asarray(from_tf_keras(stripped)(x)), expected, atol=ATOL)
     fake_quantized = np.asarray(quantized(x))
     assert fake_quantized.shape == (2, 3) and np.isfinite(fake_quantized).all()

@@ -239,9 +239,13 @@ class _Rebuild:
                 "is not a built-in Keras layer class (a custom layer or a subclass); the bridge "
                 f"cannot know that a {self.target.name} layer would compute the same thing"
             )
+        try:
+            source_config = layer.get_config()
+        except NotImplementedError as error:
+            raise TranslationProblem(f"its config cannot be read: {error}") from None
         config = translate_layer_config(
             cls.__name__,
-            layer.get_config(),
+            source_config,
             to_tf_keras=self.target.name == "tf_keras",
             layer=layer,
             target=self.target.package,
