@@ -37,17 +37,23 @@ class LRFinder(keras.callbacks.Callback):
 
     The suggestion (`suggestion`, `None` before a sweep):
 
-    - `suggest="steepest"` (default): the rate where the smoothed loss falls
-      fastest against log(lr), i.e. the most negative
-      `d smoothed / d log(lr)`, searched from the first tenth of the sweep
-      (ignored, fastai's `skip_start`: the moving average has seen too few
-      batches there, and noise looks like a steep descent) up to the
-      minimum of the smoothed loss (past it the loss rises, so its slope is
-      meaningless). It falls back to the `"minimum"` rule when fewer than
-      three points lie in that range.
-    - `suggest="minimum"`: a tenth of the rate at the minimum of the
-      smoothed loss (the rule from fastai's course: the minimum is already
-      too close to the blow-up), but no lower than `min_lr`.
+    - `suggest="minimum"` (default): a tenth of the rate at the minimum of
+      the smoothed loss, but no lower than `min_lr` (the rule from fastai's
+      course: the minimum itself is already close to the blow-up).
+    - `suggest="steepest"`: the rate where the smoothed loss falls fastest
+      against log(lr), with slopes taken across +-5% of the sweep rather
+      than between neighbouring points, searched from the end of the first
+      tenth of the sweep (fastai's `skip_start`: the moving average has
+      seen too few batches there) up to the minimum of the smoothed loss
+      (past it the loss rises). It falls back to the `"minimum"` rule when
+      fewer than three points lie in that range.
+
+    Why `"minimum"` by default: on a least-squares problem trained with
+    SGD, where the best constant rate is known (half the stability limit
+    2 / lambda_max), 12 sweeps (4 seeds, batch sizes 16, 32 and 64, 80-100
+    steps) gave 0.3-0.5 of the limit with `"minimum"` every time, while
+    `"steepest"`, which reads the shape of a noisy curve, gave 0.06-0.13
+    in 11 sweeps and fell more than two decades too low in one.
 
     Each batch's loss is measured with the weights from before that batch's
     update, so it reflects the rates up to the previous batch; like other
@@ -83,7 +89,7 @@ class LRFinder(keras.callbacks.Callback):
             of the loss; 0 disables smoothing.
         divergence_threshold: Float > 1. Stop when the smoothed loss exceeds
             this multiple of its minimum (used when the minimum is > 0).
-        suggest: `"steepest"` or `"minimum"`, see above.
+        suggest: `"minimum"` or `"steepest"`, see above.
         verbose: 0 or 1. Mode 1 prints the suggestion after the sweep.
 
     Attributes:
@@ -100,7 +106,7 @@ class LRFinder(keras.callbacks.Callback):
         num_steps=100,
         smoothing=0.98,
         divergence_threshold=4.0,
-        suggest="steepest",
+        suggest="minimum",
         verbose=0,
     ):
         super().__init__()
@@ -125,7 +131,7 @@ class LRFinder(keras.callbacks.Callback):
             )
         if suggest not in ("steepest", "minimum"):
             raise ValueError(
-                "Argument `suggest` must be one of ['steepest', 'minimum']. "
+                "Argument `suggest` must be one of ['minimum', 'steepest']. "
                 f"Received: suggest={suggest!r}"
             )
         self.min_lr = float(min_lr)
@@ -255,9 +261,17 @@ class LRFinder(keras.callbacks.Callback):
         # the sweep, where noise alone can look like a steep descent.
         first = len(losses) // 10
         if self.suggest == "steepest" and lowest - first >= 2:
-            window = slice(first, lowest + 1)
-            slopes = np.gradient(losses[window], np.log(lrs[window]))
-            return float(lrs[window][int(np.argmin(slopes))])
+            # Slopes between neighbours follow the batch noise; slopes
+            # across a few points follow the curve.
+            reach = max(1, len(losses) // 20)
+            points = np.arange(first, lowest + 1)
+            left = np.maximum(points - reach, 0)
+            right = np.minimum(points + reach, lowest)
+            log_lrs = np.log(lrs)
+            slopes = (losses[right] - losses[left]) / (
+                log_lrs[right] - log_lrs[left]
+            )
+            return float(lrs[points[int(np.argmin(slopes))]])
         return float(max(lrs[lowest] / 10.0, self.min_lr))
 
     def plot(self, path):
