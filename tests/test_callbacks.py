@@ -2,6 +2,7 @@ import math
 import time
 
 import keras
+import matplotlib.image
 import numpy as np
 import pytest
 from keras import ops
@@ -317,7 +318,7 @@ def test_lr_finder_sweeps_suggests_and_restores(tmp_path):
         np.testing.assert_array_equal(variable.numpy(), value)
 
     path = finder.plot(tmp_path / "lr_finder.png")
-    image = __import__("matplotlib.image").image.imread(path)
+    image = matplotlib.image.imread(path)
     assert image.ndim == 3 and image.shape[0] > 100
     assert not list(tmp_path.glob(".lr_finder-*"))  # no temporary left over
 

@@ -32,8 +32,9 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
     restored even with `restore_best_weights=False`: the best epoch's if
     available, otherwise those of the last epoch that ended with a finite,
     non-diverged loss (the weights from the start of `fit()` if none did).
-    To have such a "last good" copy, the weights are copied to host memory
-    at the end of each epoch that did not just become the best one.
+    To have that "last good" copy when no best epoch is recorded
+    (`restore_best_weights=False`, or `monitor` not yet available), the
+    weights are copied to host memory at the end of every such epoch.
 
     The reason is a short sentence in `stop_reason` (`None` if training
     ran all its epochs), e.g. `"training loss became nan at epoch 3, batch
