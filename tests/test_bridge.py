@@ -282,6 +282,23 @@ def test_shared_and_nested_structure_survives():
     assert [layer.name for layer in twin.layers] == [layer.name for layer in model.layers]
     assert _calls_of(twin, "residual") == 2
 
+    sequence = sequence_graph()
+
+    def halves(model):
+        wrappers = sorted(
+            (layer for layer in model.layers if type(layer).__name__ == "Bidirectional"),
+            key=lambda layer: layer.name,
+        )
+        return [(w.name, w.forward_layer.name, w.backward_layer.name) for w in wrappers]
+
+    assert halves(to_tf_keras(sequence)) == halves(sequence)
+    assert all(forward.startswith("forward_") for _, forward, _ in halves(sequence))
+
+    unused = keras.Input((2,), name="unused")
+    used = keras.Input((3,), name="used")
+    twin = to_tf_keras(keras.Model([used, unused], layers.Dense(1)(used)))
+    assert [t.name for t in twin.inputs] == ["used", "unused"]
+
     merged = to_tf_keras(merge_graph())
     assert _calls_of(merged, "shared") == 3
     outputs = merged({"left": _rand(2, 8), "right": _rand(2, 8)})
@@ -485,6 +502,41 @@ def test_subclassed_and_unbuilt_models_are_refused():
         to_tf_keras(Net(name="net"))
     with pytest.raises(UntranslatableLayerError, match="not built"):
         to_tf_keras(keras.Sequential([layers.Dense(2)]))
+
+
+def test_a_model_built_in_tf_keras_comes_over():
+    """tf_keras' own config quirks: `input_shape=` on a layer, list-valued BatchNorm axis."""
+    import tf_keras
+
+    model = tf_keras.Sequential(
+        [
+            tf_keras.layers.Dense(4, input_shape=(3,), kernel_regularizer="l2"),
+            tf_keras.layers.BatchNormalization(),
+            tf_keras.layers.LeakyReLU(alpha=0.2),
+            tf_keras.layers.Reshape((2, 2, 1)),
+            tf_keras.layers.SpatialDropout2D(0.5, data_format="channels_first"),
+            tf_keras.layers.Flatten(),
+        ]
+    )
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in model.get_weights()])
+    x = _rand(3, 3)
+    back = from_tf_keras(model)
+    np.testing.assert_allclose(np.asarray(back(x)), np.asarray(model(x)), atol=ATOL)
+    assert back.layers[2].negative_slope == pytest.approx(0.2)
+    assert back.layers[4].data_format == "channels_first"
+
+
+def test_error_lists_at_most_ten_layers():
+    inputs = x = keras.Input((4,))
+    for i in range(12):
+        x = Scale(name=f"scale_{i}")(x)
+    with pytest.raises(UntranslatableLayerError) as caught:
+        to_tf_keras(keras.Model(inputs, x))
+    assert len(caught.value.problems) == 12
+    message = str(caught.value)
+    assert "'scale_0'" in message.splitlines()[0] and "11 more" in message.splitlines()[0]
+    assert "'scale_9'" in message and "'scale_10'" not in message and "2 more" in message
 
 
 def test_tf_keras_lambda_is_refused_on_the_way_back():

@@ -34,6 +34,8 @@ from workbench.compression.layer_translation import (
 SUPPORTED_LAYERS = frozenset(LAYER_RULES)
 """Class names of the built-in layers the bridge translates (identical on both sides)."""
 
+_LISTED_PROBLEMS = 10
+
 
 class UntranslatableLayerError(ValueError):
     """A model holds a layer that the bridge cannot rebuild exactly on the other side.
@@ -47,19 +49,28 @@ class UntranslatableLayerError(ValueError):
     def __init__(self, problems, *, model_name, target_name):
         self.problems = list(problems)
         self.layer_name, self.layer_class, _ = self.problems[0]
-        listing = "\n".join(
-            f"  - layer {name!r} ({cls}): {reason}" for name, cls, reason in self.problems
+        shown = self.problems[:_LISTED_PROBLEMS]
+        listing = "".join(
+            f"\n  - layer {name!r} ({cls}): {reason}" for name, cls, reason in shown
         )
+        if len(self.problems) > len(shown):
+            listing += f"\n  - ... and {len(self.problems) - len(shown)} more"
         super().__init__(
-            f"Cannot rebuild model {model_name!r} as a {target_name} model; "
-            f"{len(self.problems)} layer(s) have no exact translation:\n{listing}\n"
-            f"Build the model from built-in Keras layers only (see "
-            f"workbench.compression.SUPPORTED_LAYERS), or leave it out of pruning/quantization."
+            f"Cannot rebuild model {model_name!r} as a {target_name} model: layer "
+            f"{self.layer_name!r} ({self.layer_class}) has no exact translation"
+            f"{f' (nor do {len(self.problems) - 1} more)' if len(self.problems) > 1 else ''}. "
+            f"Use built-in Keras layers with arguments both libraries share (see "
+            f"workbench.compression.SUPPORTED_LAYERS), or leave this model out of "
+            f"pruning/quantization.{listing}"
         )
 
 
 def _class_path(obj):
     cls = type(obj)
+    for package in ("keras", "tf_keras"):
+        public = sys.modules.get(package)
+        if public is not None and getattr(public.layers, cls.__name__, None) is cls:
+            return f"{package}.layers.{cls.__name__}"
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
@@ -184,7 +195,8 @@ class _Rebuild:
     def _members(self, model):
         if self._is_sequential(model):
             return [model.inputs[0]._keras_history[0]] + list(model.layers)
-        members = []
+        # Inputs first and always: an input no output depends on is still part of the signature.
+        members = [x._keras_history[0] for x in model.inputs]
         for node in self._graph_nodes(model):
             layer = self._call_of(node)[0]
             if all(layer is not seen for seen in members):
@@ -277,7 +289,7 @@ class _Rebuild:
         return twin
 
     def _replay_graph(self, model):
-        tensors = {}
+        tensors = {id(x): self._twin_of(x._keras_history[0]).output for x in model.inputs}
 
         def to_twin(value):
             if isinstance(value, self.source.tensor_type):
@@ -285,13 +297,11 @@ class _Rebuild:
             return value
 
         for node in self._graph_nodes(model):
-            layer, args, kwargs, outputs = self._call_of(node)
-            twin = self._twin_of(layer)
             if node.is_input:
-                results = twin.output
-            else:
-                args, kwargs = tf.nest.map_structure(to_twin, (args, kwargs))
-                results = twin(*args, **kwargs)
+                continue
+            layer, args, kwargs, outputs = self._call_of(node)
+            args, kwargs = tf.nest.map_structure(to_twin, (args, kwargs))
+            results = self._twin_of(layer)(*args, **kwargs)
             for source_tensor, twin_tensor in zip(outputs, tf.nest.flatten(results)):
                 tensors[id(source_tensor)] = twin_tensor
         inputs, outputs = self.source.structure(model)

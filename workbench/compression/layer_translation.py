@@ -229,7 +229,9 @@ def translate_layer_config(class_name, config, *, to_tf_keras, layer=None, targe
     """
     rule = LAYER_RULES.get(class_name)
     if rule is None:
-        raise TranslationProblem("the bridge has no tf_keras <-> Keras 3 translation for this layer class")
+        raise TranslationProblem(
+            "the bridge has no tf_keras <-> Keras 3 translation for this layer class"
+        )
     config = _plain(config)
     if to_tf_keras:
         _drop_one_sided(config, _KERAS3_WEIGHT_LAYER_EXTRAS, "tf_keras")
@@ -251,7 +253,25 @@ def translate_layer_config(class_name, config, *, to_tf_keras, layer=None, targe
     for old, new in renames.items():
         if old in config:
             config[new] = config.pop(old)
-    return {key: _translate_value(key, value, to_tf_keras, target) for key, value in config.items()}
+    translated = {
+        key: _translate_value(key, value, to_tf_keras, target) for key, value in config.items()
+    }
+    if class_name == "Bidirectional":
+        _name_directions(translated, to_tf_keras)
+    return translated
+
+
+def _name_directions(config, to_tf_keras):
+    # A Bidirectional's halves are named "forward_<name>"/"backward_<name>". tf_keras adds both
+    # prefixes unconditionally (so it is handed bare names, or says "forward_forward_lstm");
+    # Keras 3 adds the forward one only if missing and takes a given backward layer's name as is.
+    for key, prefix in (("layer", "forward_"), ("backward_layer", "backward_")):
+        inner = config.get(key)
+        if not isinstance(inner, dict):
+            continue
+        name = inner["config"]["name"]
+        bare = name[len(prefix):] if name.startswith(prefix) else name
+        inner["config"]["name"] = bare if to_tf_keras else prefix + bare
 
 
 def _plain(value):
@@ -308,15 +328,21 @@ def _translate_activation(key, value):
 
 def _translate_object(key, value, to_tf_keras, target):
     class_name = value["class_name"]
-    kind = (value.get("module") or "").rpartition(".")[2]
+    module = value.get("module") or ""
+    kind = module.rpartition(".")[2]
     registered = value.get("registered_name")
-    is_builtin = (value.get("module") or "").startswith("keras") and registered in (None, class_name)
+    # Both libraries tag their own built-ins "keras.<kind>" with no registered (custom) name.
+    is_builtin = module == f"keras.{kind}" and registered in (None, class_name)
     if is_builtin and kind == "layers" and class_name in LAYER_RULES:
         config = translate_layer_config(
             class_name, value["config"], to_tf_keras=to_tf_keras, target=target
         )
+        try:
+            inner = getattr(target.layers, class_name).from_config(config)
+        except (TypeError, ValueError) as error:
+            raise TranslationProblem(f"{key}: {class_name} was rejected: {error}") from None
         # Wrappers (Bidirectional, TimeDistributed) deserialize their inner layer themselves.
-        return target.layers.serialize(getattr(target.layers, class_name).from_config(config))
+        return target.layers.serialize(inner)
     if is_builtin and class_name in SHARED_OBJECTS.get(kind, ()):
         config = dict(value.get("config") or {})
         if to_tf_keras:
