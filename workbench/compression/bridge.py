@@ -50,9 +50,7 @@ class UntranslatableLayerError(ValueError):
         self.problems = list(problems)
         self.layer_name, self.layer_class, _ = self.problems[0]
         shown = self.problems[:_LISTED_PROBLEMS]
-        listing = "".join(
-            f"\n  - layer {name!r} ({cls}): {reason}" for name, cls, reason in shown
-        )
+        listing = "".join(f"\n  - layer {name!r} ({cls}): {reason}" for name, cls, reason in shown)
         if len(self.problems) > len(shown):
             listing += f"\n  - ... and {len(self.problems) - len(shown)} more"
         super().__init__(
@@ -210,8 +208,10 @@ class _Rebuild:
                 (
                     model.name,
                     _class_path(model),
-                    "is a subclassed model; only Sequential and Functional models have a graph "
-                    "the bridge can copy",
+                    (
+                        "is a subclassed model; only Sequential and Functional models have a "
+                        "graph the bridge can copy"
+                    ),
                 )
             )
             return
@@ -220,8 +220,10 @@ class _Rebuild:
                 (
                     model.name,
                     _class_path(model),
-                    "is not built, so it has no weights to copy yet; give it an Input or call "
-                    "it on data once",
+                    (
+                        "is not built, so it has no weights to copy yet; give it an Input or "
+                        "call it on data once"
+                    ),
                 )
             )
             return

@@ -13,7 +13,8 @@ does without it; any other value is a `TranslationProblem`, never a silent chang
 """
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 class TranslationProblem(Exception):
@@ -53,7 +54,9 @@ def _single_axis(axis):
         return axis
     if isinstance(axis, (list, tuple)) and len(axis) == 1:
         return int(axis[0])
-    raise TranslationProblem(f"axis={axis!r}: Keras 3's BatchNormalization normalizes over one axis only")
+    raise TranslationProblem(
+        f"axis={axis!r}: Keras 3's BatchNormalization normalizes over one axis only"
+    )
 
 
 _PLAIN = LayerRule()
@@ -82,7 +85,9 @@ _SPATIAL_DROPOUT = LayerRule(
 )
 
 LAYER_RULES = {
-    "InputLayer": LayerRule(renamed={"batch_shape": "batch_input_shape"}, keras3_only={"optional": False}),
+    "InputLayer": LayerRule(
+        renamed={"batch_shape": "batch_input_shape"}, keras3_only={"optional": False}
+    ),
     "Dense": _PLAIN,
     "Embedding": LayerRule(tf_keras_only={"input_length": ANY}),
     "Conv1D": _PLAIN,
@@ -161,21 +166,48 @@ LAYER_RULES = {
 # numerically). Keras 3's `hard_sigmoid` is relu6(x + 3) / 6, tf_keras' is clip(0.2x + 0.5):
 # same name, different function, so it is deliberately absent.
 SHARED_ACTIVATIONS = frozenset(
-    {
-        "elu", "exponential", "gelu", "leaky_relu", "linear", "log_softmax", "mish", "relu",
-        "relu6", "selu", "sigmoid", "silu", "softmax", "softplus", "softsign", "swish", "tanh",
-    }
+    [
+        "elu",
+        "exponential",
+        "gelu",
+        "leaky_relu",
+        "linear",
+        "log_softmax",
+        "mish",
+        "relu",
+        "relu6",
+        "selu",
+        "sigmoid",
+        "silu",
+        "softmax",
+        "softplus",
+        "softsign",
+        "swish",
+        "tanh",
+    ]
 )
 _ACTIVATION_KEYS = ("activation", "recurrent_activation")
 
 # Built-in objects that exist under the same class name and arguments on both sides.
 SHARED_OBJECTS = {
     "initializers": frozenset(
-        {
-            "Constant", "GlorotNormal", "GlorotUniform", "HeNormal", "HeUniform", "Identity",
-            "LecunNormal", "LecunUniform", "Ones", "Orthogonal", "RandomNormal",
-            "RandomUniform", "TruncatedNormal", "VarianceScaling", "Zeros",
-        }
+        [
+            "Constant",
+            "GlorotNormal",
+            "GlorotUniform",
+            "HeNormal",
+            "HeUniform",
+            "Identity",
+            "LecunNormal",
+            "LecunUniform",
+            "Ones",
+            "Orthogonal",
+            "RandomNormal",
+            "RandomUniform",
+            "TruncatedNormal",
+            "VarianceScaling",
+            "Zeros",
+        ]
     ),
     "regularizers": frozenset({"L1", "L2", "L1L2", "OrthogonalRegularizer"}),
     "constraints": frozenset({"MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm"}),
@@ -187,11 +219,26 @@ _KERAS3_ONLY_OBJECT_ARGS = {"input_axes": None, "output_axes": None}
 # Plain dtypes and the two mixed-precision policies mean the same on both sides; Keras 3's
 # quantized policies ("int8_from_float32", ...) do not exist in tf_keras.
 _SHARED_DTYPES = frozenset(
-    {
-        "float16", "bfloat16", "float32", "float64", "mixed_float16", "mixed_bfloat16",
-        "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool",
-        "string", "complex64", "complex128",
-    }
+    [
+        "float16",
+        "bfloat16",
+        "float32",
+        "float64",
+        "mixed_float16",
+        "mixed_bfloat16",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "bool",
+        "string",
+        "complex64",
+        "complex128",
+    ]
 )
 
 
@@ -270,7 +317,7 @@ def _name_directions(config, to_tf_keras):
         if not isinstance(inner, dict):
             continue
         name = inner["config"]["name"]
-        bare = name[len(prefix):] if name.startswith(prefix) else name
+        bare = name.removeprefix(prefix)
         inner["config"]["name"] = bare if to_tf_keras else prefix + bare
 
 
