@@ -56,3 +56,22 @@ def test_callbacks_resolve_workbench_first_then_keras():
     stopping = components.CALLBACKS.get("early_stopping")
     assert issubclass(stopping, keras.callbacks.EarlyStopping)
     assert not np.isnan(stopping().patience)
+
+
+def test_workbench_schedules_by_name_get_peak_rate_and_length_from_the_recipe():
+    recipe = apply_overrides(DIGITS, ["schedule=warmup_stable_decay", "epochs=10",
+                                      "learning_rate=0.01", "schedule_config.warmup_steps=10"])
+    schedule = components.learning_rate_for(recipe, steps_per_epoch=10)
+    assert float(schedule(0)) == pytest.approx(0.0, abs=1e-9)  # warmup starts at its own default
+    assert float(schedule(50)) == pytest.approx(0.01)
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_warmup_wrapper_builds_its_inner_schedule_over_the_remaining_steps():
+    recipe = apply_overrides(DIGITS, ["schedule=warmup", "epochs=10", "learning_rate=0.1",
+                                      "schedule_config.warmup_steps=20",
+                                      "schedule_config.schedule=cosine_decay"])
+    schedule = components.learning_rate_for(recipe, steps_per_epoch=10)
+    assert float(schedule(10)) == pytest.approx(0.05, rel=1e-5)
+    assert float(schedule(20)) == pytest.approx(0.1, rel=1e-5)
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-7)  # ends with the training

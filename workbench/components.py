@@ -8,7 +8,6 @@ the class does not take, is a `WorkbenchError` that lists the choices, close mat
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import re
 
@@ -49,8 +48,6 @@ class Registry:
     def _load(self):
         table = {}
         for module_name in self.modules:
-            if importlib.util.find_spec(module_name) is None:  # TEMP until all packages land
-                continue
             module = importlib.import_module(module_name)
             for attr in getattr(module, "__all__", dir(module)):
                 cls = getattr(module, attr, None)
@@ -79,8 +76,9 @@ class Registry:
                 f"unknown {self.kind} '{name}': {suggest(name.strip().lower(), self.names())}")
         return self.table[_key(name)]
 
-    def build(self, name: str, config: dict, defaults: dict | None = None):
-        """Instantiate `name` with `config`; `defaults` fill only parameters the class takes."""
+    def build(self, name: str, config: dict, defaults: dict | None = None, required_only=False):
+        """Instantiate `name` with `config`; `defaults` fill parameters the class takes (with
+        `required_only`, only those it has no default for)."""
         cls = self.get(name)
         params = inspect.signature(cls.__init__).parameters
         takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -90,7 +88,8 @@ class Registry:
             raise WorkbenchError(
                 f"{self.kind} '{name}' takes no argument '{unknown[0]}': "
                 f"{suggest(unknown[0], valid)}")
-        kwargs = {k: v for k, v in (defaults or {}).items() if k in params}
+        kwargs = {k: v for k, v in (defaults or {}).items() if k in params and (
+            not required_only or params[k].default is inspect.Parameter.empty)}
         kwargs.update(config)
         try:
             return cls(**kwargs)
@@ -124,19 +123,22 @@ CALLBACKS = Registry(
 
 # Schedule parameters that mean "how long the whole training is", filled in when not given.
 _TOTAL_STEP_PARAMS = ("decay_steps", "total_steps", "first_decay_steps")
+# Schedule parameters that mean "the recipe's learning rate".
+_PEAK_RATE_PARAMS = ("initial_learning_rate", "peak_learning_rate", "max_learning_rate")
 
 
 def build_schedule(name, config, learning_rate, total_steps):
-    """A schedule from its name; the recipe's learning rate and total steps fill the gaps."""
+    """A schedule from its name; the recipe's learning rate and total steps fill the required
+    arguments left unset (a warmup's optional starting rate keeps its own default)."""
     config = dict(config)
     inner = config.get("schedule")
-    if isinstance(inner, str):  # wrappers such as Warmup(schedule=...)
+    if isinstance(inner, str):  # wrappers such as Warmup(schedule=...) run the inner one later
+        inner_steps = max(1, total_steps - int(config.get("warmup_steps", 0)))
         config["schedule"] = build_schedule(inner, config.pop("schedule_config", {}),
-                                            learning_rate, total_steps)
-    defaults = {"initial_learning_rate": learning_rate, "learning_rate": learning_rate,
-                "max_learning_rate": learning_rate, "max_lr": learning_rate}
+                                            learning_rate, inner_steps)
+    defaults = {p: learning_rate for p in _PEAK_RATE_PARAMS}
     defaults.update({p: total_steps for p in _TOTAL_STEP_PARAMS})
-    return SCHEDULES.build(name, config, defaults)
+    return SCHEDULES.build(name, config, defaults, required_only=True)
 
 
 def build_optimizer(name, config, learning_rate):

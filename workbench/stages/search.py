@@ -100,19 +100,22 @@ def _with_progress(tuner_class, total, say):
     class ProgressTuner(tuner_class):
         def on_trial_end(self, trial):
             super().on_trial_end(trial)
-            say("  " + trial_line(trial, self.oracle, total))
+            self.trials_run = [*getattr(self, "trials_run", []), trial.trial_id]
+            # A worker's local copy has no score; the oracle's copy does.
+            trial = self.oracle.get_trial(trial.trial_id)
+            say("  " + trial_line(trial, self.oracle, total, len(self.trials_run)))
 
     ProgressTuner.__name__ = tuner_class.__name__
     return ProgressTuner
 
 
-def trial_line(trial, oracle, total):
+def trial_line(trial, oracle, total, count):
     score = trial.score
     values = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.hyperparameters.values.items()
                        if not k.startswith("tuner/"))
     best = oracle.get_best_trials(1)
     best_score = best[0].score if best else None
-    return (f"trial {trial.trial_id} ({len(oracle.trials)}/{total}): "
+    return (f"trial {trial.trial_id} ({count}/{total}): "
             f"{oracle.objective.name}={_fmt(score)} (best {_fmt(best_score)})  {values}")
 
 
@@ -141,7 +144,6 @@ def serve_oracle(tuner, total, say, poll_seconds=0.5):
     import grpc
     from concurrent import futures
     from keras_tuner.src.distribute import oracle_chief
-    from keras_tuner.src.protos import service_pb2_grpc  # noqa: F401 (registers the service)
     from keras_tuner.src import protos
 
     oracle = tuner.oracle
@@ -161,7 +163,7 @@ def serve_oracle(tuner, total, say, poll_seconds=0.5):
                 if trial_id not in reported and trial.status in ("COMPLETED", "FAILED",
                                                                  "INVALID"):
                     reported.add(trial_id)
-                    say("  " + trial_line(trial, oracle, total))
+                    say("  " + trial_line(trial, oracle, total, len(reported)))
             if servicer.stop_triggered and oracle_chief.exit_chief(oracle):
                 break
     finally:
@@ -186,15 +188,18 @@ def search(ctx):
         total = "?"
     else:
         tuner = tuner_class(_hypermodel(ctx), max_trials=settings.max_trials, **common)
-    done_before = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+    done_before = 0 if role == "worker" else sum(
+        t.status == "COMPLETED" for t in tuner.oracle.trials.values())
     if done_before:
         ctx.say(f"  resuming: {done_before} finished trial(s) kept")
     if role == "chief":
+        tuner.oracle.verbose = 0
         serve_oracle(tuner, total, ctx.say)
     else:
         tuner.search(epochs=settings.epochs, verbose=0)
     if role == "worker":
-        ctx.results["search"] = {"role": "worker", "tuner_id": os.environ["KERASTUNER_TUNER_ID"]}
+        ctx.results["search"] = {"role": "worker", "tuner_id": os.environ["KERASTUNER_TUNER_ID"],
+                                 "trials_run": getattr(tuner, "trials_run", [])}
         ctx.stop_after_stage = "search worker done; the chief continues the run"
         return ctx
     return _use_best(ctx, tuner, role)
