@@ -50,6 +50,13 @@ def _converter_settings(fmt, representative):
     raise WorkbenchError(f"unknown TFLite format '{fmt}'")
 
 
+def representative_sample(x, count, seed=0):
+    """A fixed, seeded sample of `count` training inputs (all when fewer) to calibrate int8."""
+    rng = np.random.default_rng(seed)
+    count = min(count, len(x))
+    return x[rng.choice(len(x), count, replace=False)]
+
+
 def export_tflite(model, path, fmt="float32", representative=None):
     """Write `model` as a `.tflite` file in format `fmt` (see the module docstring)."""
     settings = _converter_settings(fmt, representative)
@@ -114,3 +121,34 @@ def verify_tflite(path, x, y, num_threads=1, max_examples=None):
         "median_latency_ms": float(np.median(latencies) * 1000.0),
         "input_dtype": np.dtype(interpreter.get_input_details()[0]["dtype"]).name,
     }
+
+
+WEIGHT_TENSOR_MIN_ELEMENTS = 256
+"""Constant tensors smaller than this (biases, shapes, small scales) are not counted as weights."""
+
+
+def weight_sparsity(path, min_elements=WEIGHT_TENSOR_MIN_ELEMENTS):
+    """The weight sparsity stored in a `.tflite` flatbuffer, read with the LiteRT interpreter.
+
+    Weight tensors are the constants of the graph: tensors that some operator reads and none
+    writes, that are not graph inputs, have rank 2 or more and at least `min_elements` elements
+    (kernels, not biases). Returns `{"weight_sparsity": zeros / elements over those tensors,
+    "weight_elements": elements, "weight_tensors": {tensor name: its fraction of zeros}}`.
+    """
+    interpreter = make_interpreter(path)
+    operators = interpreter._get_ops_details()  # the only view LiteRT gives of the graph's edges
+    written = {int(i) for op in operators for i in op["outputs"]}
+    read = {int(i) for op in operators for i in op["inputs"] if i >= 0}
+    graph_inputs = {detail["index"] for detail in interpreter.get_input_details()}
+    per_tensor, zeros, elements = {}, 0, 0
+    for detail in interpreter.get_tensor_details():
+        index = detail["index"]
+        if (index not in read or index in written or index in graph_inputs
+                or len(detail["shape"]) < 2 or int(np.prod(detail["shape"])) < min_elements):
+            continue
+        values = interpreter.get_tensor(index)
+        per_tensor[detail["name"]] = float(np.mean(values == 0))
+        zeros += int(np.sum(values == 0))
+        elements += values.size
+    return {"weight_sparsity": zeros / elements if elements else 0.0,
+            "weight_elements": elements, "weight_tensors": per_tensor}

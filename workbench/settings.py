@@ -77,7 +77,11 @@ class SearchSettings:
 
 @dataclass
 class PruneSettings:
-    """Magnitude pruning with TF-MOT, fine-tuned with the recipe's optimizer and schedule."""
+    """Magnitude pruning with TF-MOT, fine-tuned with the recipe's optimizer and schedule.
+
+    `structure="2:4"` zeroes two of every four consecutive input-channel weights (50%, whatever
+    `target_sparsity` says); `layers` empty prunes every layer TF-MOT can prune.
+    """
 
     target_sparsity: float = 0.8
     initial_sparsity: float = 0.0
@@ -86,6 +90,7 @@ class PruneSettings:
     layers: tuple[str, ...] = ()
     epochs: int = 4
     frequency: int = 10
+    learning_rate_factor: float = 1.0
 
 
 @dataclass
@@ -99,12 +104,15 @@ class QuantizeSettings:
 
 @dataclass
 class ClusterSettings:
-    """TF-MOT weight clustering: `clusters` shared values per layer."""
+    """TF-MOT weight clustering: `clusters` shared values per layer; `preserve_sparsity` keeps a
+    pruned model's zeros; `layers` empty clusters every layer TF-MOT can."""
 
     clusters: int = 16
     init: str = "kmeans_plus_plus"
     epochs: int = 2
     learning_rate_factor: float = 0.1
+    layers: tuple[str, ...] = ()
+    preserve_sparsity: bool = True
 
 
 @dataclass

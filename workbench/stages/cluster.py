@@ -1,0 +1,28 @@
+"""Cluster the run's model's weights with TF-MOT (`cluster.clusters` shared values per kernel).
+
+The clustered Keras 3 model becomes the run's model (`model_clustered.keras`) and is exported as
+`clustered_<format>` for every `export.formats` entry. Settings: `cluster.*`.
+"""
+
+from workbench.compression.clustering import cluster as cluster_model
+from workbench.compression.stage_outputs import adopt_model, export_variants
+from workbench.compression.training import FineTuning
+
+
+def cluster(ctx):
+    model = ctx.require_model("cluster")
+    data = ctx.require_data("cluster")
+    settings = ctx.recipe.cluster
+    result = cluster_model(
+        model, data.x_train, data.y_train, clusters=settings.clusters, init=settings.init,
+        layers=settings.layers, preserve_sparsity=settings.preserve_sparsity,
+        epochs=settings.epochs,
+        fine_tuning=FineTuning.from_recipe(ctx.recipe, settings.learning_rate_factor))
+    for name, count in result.unique_values.items():
+        ctx.say(f"  {name}: {count} distinct weight values")
+    metrics = adopt_model(ctx, result.model, "clustered")
+    ctx.say(f"  clustered model: test accuracy {metrics.get('test_accuracy', float('nan')):.4f}")
+    variants = export_variants(ctx, result.model, "clustered")
+    ctx.results["cluster"] = {**metrics, "unique_values": result.unique_values,
+                              "fine_tuning_losses": result.losses, "exports": variants}
+    return ctx

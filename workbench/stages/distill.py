@@ -1,0 +1,48 @@
+"""Distill the run's model (the teacher) into the recipe's `student` with `keras.distillation`.
+
+The trained student becomes the run's model (`model_student.keras`) and is exported as
+`student_<format>` for every `export.formats` entry. Settings: `distill.*`; the student is
+`recipe.student`, a builder of `hp` like `recipe.model`.
+"""
+
+from workbench.compression.distillation import distill as distill_model
+from workbench.compression.stage_outputs import adopt_model, export_variants
+from workbench.compression.training import FineTuning, accuracy
+from workbench.errors import WorkbenchError
+from workbench.recipe import builder_takes_data_info
+
+
+def build_student(recipe, data_info):
+    """The recipe's student, built with its own default hyperparameters."""
+    import keras_tuner
+
+    if recipe.student is None:
+        raise WorkbenchError("stage 'distill' needs a student model: add `student=build_student` "
+                             "(a builder of hp, like `model`) to the recipe")
+    hp = keras_tuner.HyperParameters()
+    if builder_takes_data_info(recipe.student):
+        return recipe.student(hp, data_info)
+    return recipe.student(hp)
+
+
+def distill(ctx):
+    teacher = ctx.require_model("distill")
+    data = ctx.require_data("distill")
+    recipe = ctx.recipe
+    settings = recipe.distill
+    student = build_student(recipe, data.info)
+    result = distill_model(
+        teacher, student, data.x_train, data.y_train, alpha=settings.alpha,
+        temperature=settings.temperature, epochs=settings.epochs,
+        fine_tuning=FineTuning.from_recipe(recipe),
+        metrics=recipe.metrics, validation_data=(data.x_val, data.y_val))
+    teacher_accuracy = accuracy(teacher, data.x_test, data.y_test)
+    metrics = adopt_model(ctx, result.model, "student")
+    ctx.say(f"  student ({metrics['parameters']} parameters, teacher "
+            f"{teacher.count_params()}): test accuracy "
+            f"{metrics.get('test_accuracy', float('nan')):.4f} (teacher {teacher_accuracy:.4f})")
+    variants = export_variants(ctx, result.model, "student")
+    ctx.results["distill"] = {**metrics, "teacher_parameters": int(teacher.count_params()),
+                              "teacher_test_accuracy": teacher_accuracy,
+                              "history": result.history, "exports": variants}
+    return ctx
