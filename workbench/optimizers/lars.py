@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from workbench.optimizers.numerics import constant
+from workbench.optimizers.common import constant
 
 
 @keras.saving.register_keras_serializable(package="workbench")

@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from workbench.optimizers.numerics import constant
+from workbench.optimizers.common import constant
 from workbench.optimizers.wrapper import OptimizerWrapper
 from workbench.optimizers.wrapper import is_multiple
 
@@ -32,8 +32,10 @@ class Lookahead(OptimizerWrapper):
     synchronisation happens every `k * N` batches. With `use_ema=True` on
     the inner optimizer, the average tracks the fast weights.
 
-    The slow weights start as a copy of the variables when the optimizer is
-    built. Between synchronisations the model holds the fast weights.
+    The slow weights are taken from the model at the start of every period
+    (where they equal the fast weights), so weights set or loaded between
+    building and training are respected. Between synchronisations the model
+    holds the fast weights.
 
     Args:
         inner_optimizer: The `keras.optimizers.Optimizer` to wrap (or an
@@ -81,22 +83,38 @@ class Lookahead(OptimizerWrapper):
             return
         super().build(var_list)
         self._slow_weights = self.add_optimizer_variables(var_list, "slow")
-        for slow, variable in zip(self._slow_weights, var_list):
-            if slow is not None:
-                self.assign(slow, variable)
 
-    def after_inner_apply(self):
+    def _batches_per_period(self):
         # The wrapper's own counter counts batches, like the inner optimizer's
         # raw counter; an accumulating inner optimizer updates once every
         # `gradient_accumulation_steps` batches.
-        self._iterations.assign_add(1)
         batches_per_update = self.inner_optimizer.gradient_accumulation_steps
-        period = self.sync_period * (batches_per_update or 1)
+        return self.sync_period * (batches_per_update or 1)
+
+    def before_inner_apply(self):
+        # At the start of a period the fast weights are the slow ones (they
+        # were just synchronised), so copying them is a no-op except on the
+        # very first batch, where it initialises phi_0. Doing it here rather
+        # than in `build` matters: Keras builds the optimizer while tracing
+        # the train step, where a copy would run on every batch.
         ops.cond(
-            is_multiple(self._iterations, period),
+            is_multiple(self._iterations, self._batches_per_period()),
+            self._start_period,
+            lambda: None,
+        )
+
+    def after_inner_apply(self):
+        self._iterations.assign_add(1)
+        ops.cond(
+            is_multiple(self._iterations, self._batches_per_period()),
             self._synchronise,
             lambda: None,
         )
+
+    def _start_period(self):
+        for slow, fast in zip(self._slow_weights, self._trainable_variables):
+            if slow is not None:
+                self.assign(slow, fast)
 
     def _synchronise(self):
         for slow, fast in zip(self._slow_weights, self._trainable_variables):

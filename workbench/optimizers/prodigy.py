@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from workbench.optimizers.numerics import constant
+from workbench.optimizers.common import constant
 
 
 @keras.saving.register_keras_serializable(package="workbench")
@@ -129,17 +129,14 @@ class Prodigy(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(var_list)
-        (
-            self._momentums,
-            self._velocities,
-            self._s,
-            self._initial_values,
-        ) = self.add_optimizer_variables(
-            var_list, ["momentum", "velocity", "s", "initial_value"]
+        self._momentums, self._velocities, self._s = self.add_optimizer_variables(
+            var_list, ["momentum", "velocity", "s"]
         )
-        for x0, variable in zip(self._initial_values, var_list):
-            if x0 is not None:
-                self.assign(x0, variable)
+        # Filled with the weights at the first update (see
+        # `_backend_update_step`), like the reference's lazy state.
+        self._initial_values = self.add_optimizer_variables(
+            var_list, "initial_value"
+        )
 
         def scalar(name, value):
             # Built in the variable's own dtype: `Constant` would round d0
@@ -179,7 +176,18 @@ class Prodigy(keras.optimizers.Optimizer):
             dlr = dlr / (1.0 - ops.power(self.beta_1, step))
         return dlr
 
+    def _record_initial_values(self):
+        for x0, variable in zip(self._initial_values, self._trainable_variables):
+            if x0 is not None:
+                self.assign(x0, variable)
+
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # Keras builds optimizers while tracing the train step, so x_0 is
+        # taken here, at the first update, not by an assignment in `build`
+        # (which would run on every step).
+        ops.cond(
+            ops.equal(self.iterations, 0), self._record_initial_values, lambda: None
+        )
         self.assign(self._numerator_increment, 0.0)
         self.assign(self._denominator, 0.0)
         # Phase 1: statistics of every variable, through the backend's

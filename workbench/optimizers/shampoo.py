@@ -3,7 +3,7 @@ import math
 import keras
 from keras import ops
 
-from workbench.optimizers.numerics import constant
+from workbench.optimizers.common import constant
 
 # The preconditioners are L^(-1/p) and R^(-1/p) with p = 2 * rank; every
 # variable is preconditioned as a matrix, so p = 4.
@@ -200,7 +200,7 @@ class Shampoo(keras.optimizers.Optimizer):
         dtype = statistic.dtype
         # eigh has no half-precision kernels, and float32 is what keeps a
         # damped root of a badly conditioned statistic meaningful.
-        compute_dtype = "float64" if dtype == "float64" else "float32"
+        compute_dtype = "float64"
         statistic = ops.cast(statistic, compute_dtype)
         if len(statistic.shape) == 1:
             scale = ops.maximum(ops.max(statistic), _TINY)

@@ -1,5 +1,7 @@
 """Shared plumbing for optimizers that wrap another Keras optimizer."""
 
+import copy
+
 import keras
 from keras import ops
 
@@ -41,9 +43,9 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
     decay, gradient accumulation, EMA, tf.distribute handling), so any Keras
     optimizer can be wrapped without re-implementing it.
 
-    Subclasses override `transform_gradients` (called before the inner
-    step) and/or `after_inner_apply` (called after it), and extend
-    `get_config`.
+    Subclasses override `before_inner_apply`, `transform_gradients` (both
+    called before the inner step) and/or `after_inner_apply` (called after
+    it), and extend `get_config`.
 
     Args:
         inner_optimizer: A `keras.optimizers.Optimizer` instance, or an
@@ -106,9 +108,13 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
                 )
             with keras.name_scope(self.name, caller=self):
                 self.build(list(trainable_variables))
+        self.before_inner_apply()
         grads = self.transform_gradients(list(grads))
         self.inner_optimizer.apply(grads, trainable_variables)
         self.after_inner_apply()
+
+    def before_inner_apply(self):
+        """Runs before the inner optimizer updates the variables."""
 
     def transform_gradients(self, grads):
         """Returns the gradients the inner optimizer should see."""
@@ -170,8 +176,10 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
+        # `keras.optimizers.deserialize` edits the dict it is given.
         inner_optimizer = keras.optimizers.deserialize(
-            config.pop("inner_optimizer"), custom_objects=custom_objects
+            copy.deepcopy(config.pop("inner_optimizer")),
+            custom_objects=custom_objects,
         )
         return cls(inner_optimizer, **config)
 

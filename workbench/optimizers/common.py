@@ -1,4 +1,4 @@
-"""Small numeric helpers shared by the optimizers."""
+"""Helpers shared by the optimizers."""
 
 from keras import ops
 
@@ -13,3 +13,4 @@ def constant(value, dtype):
     if isinstance(value, (int, float)):
         return ops.convert_to_tensor(value, dtype=dtype)
     return ops.cast(value, dtype)
+

@@ -1,0 +1,361 @@
+"""The Keras optimizer contract, for every workbench optimizer.
+
+Each optimizer (the wrappers wrap Adam) must: round-trip its config, save
+and load inside a `.keras` model and continue training exactly where it
+stopped, honour `clipnorm`, `use_ema`, `gradient_accumulation_steps`,
+`jit_compile` and `LossScaleOptimizer`, and train under
+`tf.distribute.MirroredStrategy` to the same weights as on one device.
+
+Most checks compare two runs that must agree (e.g. accumulation of two
+batches of 8 against one batch of 16), so they fail on a wrong result, not
+only on a crash. The MirroredStrategy check needs two logical CPU devices,
+which must be configured before TensorFlow initialises, so it runs this
+file as a script in a subprocess (`python tests/test_optimizers_contract.py
+--mirrored`).
+"""
+
+import functools
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from workbench.optimizers import LARS
+from workbench.optimizers import AdaBelief
+from workbench.optimizers import GradientNoise
+from workbench.optimizers import Lookahead
+from workbench.optimizers import Prodigy
+from workbench.optimizers import RAdam
+from workbench.optimizers import Shampoo
+
+# `base` holds `keras.optimizers.Optimizer` arguments (clipnorm, use_ema,
+# ...); the wrappers hand them to the Adam they wrap.
+FACTORIES = {
+    "AdaBelief": lambda **base: AdaBelief(learning_rate=0.01, **base),
+    "RAdam": lambda **base: RAdam(learning_rate=0.01, **base),
+    "LARS": lambda **base: LARS(learning_rate=0.5, **base),
+    # d0 = 1e-3 instead of 1e-6 so that three steps move the weights enough
+    # for the comparisons below to mean something.
+    "Prodigy": lambda **base: Prodigy(d0=1e-3, **base),
+    # Preconditioning from step 1 on rank-deficient statistics: a larger
+    # damping keeps float32 rounding (which differs between, say, XLA and
+    # graph mode) from being amplified by the inverse root's null space.
+    "Shampoo": lambda **base: Shampoo(
+        learning_rate=0.01,
+        matrix_epsilon=1e-3,
+        precondition_every=2,
+        start_preconditioning_step=1,
+        **base,
+    ),
+    "Lookahead": lambda **base: Lookahead(
+        keras.optimizers.Adam(0.01, **base), sync_period=3
+    ),
+    "GradientNoise": lambda **base: GradientNoise(
+        keras.optimizers.Adam(0.01, **base), seed=11
+    ),
+}
+NAMES = sorted(FACTORIES)
+DETERMINISTIC = [name for name in NAMES if name != "GradientNoise"]
+
+# Every constructor argument set away from its default, for the config test.
+NON_DEFAULTS = {
+    "AdaBelief": lambda: AdaBelief(0.02, 0.8, 0.99, 1e-12, True, name="ab"),
+    "RAdam": lambda: RAdam(0.02, 0.8, 0.99, 1e-6, 6.0, name="ra"),
+    "LARS": lambda: LARS(0.3, 0.8, 0.002, 1e-4, 1e-9, True, False, name="la"),
+    "Prodigy": lambda: Prodigy(
+        0.5, 0.8, 0.99, 0.9, 1e-7, 0.1, False, True, True, 1e-5, 2.0, 1.02,
+        name="pr",
+    ),
+    "Shampoo": lambda: Shampoo(
+        0.02, 0.8, 1.0, 1e-6, 1e-5, 7, 3, 64, name="sh", clipnorm=2.0
+    ),
+    "Lookahead": lambda: Lookahead(
+        keras.optimizers.SGD(0.3, momentum=0.5), 7, 0.25, name="lk"
+    ),
+    "GradientNoise": lambda: GradientNoise(
+        keras.optimizers.Adam(0.02, use_ema=True), 0.3, 0.6, 5, name="gn"
+    ),
+}
+
+BATCH = 16
+SAMPLES = 48
+
+
+@functools.cache
+def dataset():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(SAMPLES, 4, 4, 1)).astype("float32")
+    y = (x.reshape(SAMPLES, -1) @ rng.normal(size=(16, 2))).astype("float32")
+    return x, y
+
+
+def build_model():
+    """A tiny model with a conv kernel (rank 4), matrices and biases."""
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 1)),
+            keras.layers.Conv2D(3, 3, padding="same", activation="tanh"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5, activation="tanh"),
+            keras.layers.Dense(2),
+        ]
+    )
+    model.set_weights(initial_weights())
+    return model
+
+
+@functools.cache
+def initial_weights():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 1)),
+            keras.layers.Conv2D(3, 3, padding="same"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5),
+            keras.layers.Dense(2),
+        ]
+    )
+    return tuple(model.get_weights())
+
+
+def train(optimizer, epochs=1, batch_size=BATCH, jit_compile=False, model=None):
+    model = model or build_model()
+    if not model.compiled:
+        model.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)
+    x, y = dataset()
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0)
+    return model
+
+
+@functools.cache
+def baseline_weights(name):
+    """Weights after one epoch (3 steps of 16) with no optional features."""
+    return tuple(train(FACTORIES[name]()).get_weights())
+
+
+def assert_weights_close(actual, expected, rtol=1e-5, atol=1e-6):
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
+
+
+def assert_trained(model):
+    weights = model.get_weights()
+    assert all(np.isfinite(w).all() for w in weights)
+    assert any(
+        not np.allclose(w, w0) for w, w0 in zip(weights, initial_weights())
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_round_trips_every_constructor_argument(name):
+    optimizer = NON_DEFAULTS[name]()
+    config = optimizer.get_config()
+    arguments = [
+        p
+        for p in inspect.signature(type(optimizer).__init__).parameters
+        if p not in ("self", "kwargs")
+    ]
+    assert set(arguments) <= set(config), set(arguments) - set(config)
+
+    clone = type(optimizer).from_config(config)
+    assert clone.get_config() == config
+    revived = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert type(revived) is type(optimizer)
+    assert revived.get_config() == config
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_load_and_continue_training(name, tmp_path):
+    model = train(FACTORIES[name]())
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+
+    assert type(loaded.optimizer) is type(model.optimizer)
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    saved_state = [v.numpy() for v in model.optimizer.variables]
+    loaded_state = [v.numpy() for v in loaded.optimizer.variables]
+    assert len(saved_state) == len(loaded_state)
+    for a, b in zip(saved_state, loaded_state):
+        np.testing.assert_array_equal(a, b)
+
+    # Continuing from the file must be indistinguishable from never stopping.
+    train(None, model=model)
+    train(None, model=loaded)
+    assert int(loaded.optimizer.iterations.numpy()) == 2 * SAMPLES // BATCH
+    assert_weights_close(loaded.get_weights(), model.get_weights())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_clipnorm_clips_each_gradient_before_the_update(name):
+    clip = 0.05
+    rng = np.random.default_rng(1)
+    values = [rng.normal(size=(6, 4)), rng.normal(size=(4,))]
+    grads = [10 * rng.normal(size=(6, 4)), 10 * rng.normal(size=(4,))]
+    clipped = [g * clip / max(np.linalg.norm(g), clip) for g in grads]
+
+    make = FACTORIES[name]
+    if name == "GradientNoise":
+        # The noise goes in before the inner optimizer clips; without noise
+        # the two runs below must agree exactly.
+        def make(**base):
+            return GradientNoise(keras.optimizers.Adam(0.01, **base), eta=0.0)
+
+    results = []
+    for optimizer, gradients in (
+        (make(clipnorm=clip), grads),
+        (make(), clipped),
+    ):
+        variables = [keras.Variable(v.astype("float32")) for v in values]
+        for _ in range(3):
+            optimizer.apply([g.astype("float32") for g in gradients], variables)
+        results.append([v.numpy() for v in variables])
+    assert_weights_close(results[0], results[1])
+
+    model = train(FACTORIES[name](clipnorm=clip))
+    assert_trained(model)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_use_ema_leaves_the_average_in_the_model(name):
+    optimizer = FACTORIES[name](use_ema=True, ema_momentum=0.5)
+    model = train(optimizer, epochs=2)
+    # The EMA lives in the optimizer that does the update (the inner one for
+    # wrappers); `fit` ends by writing it into the model.
+    updater = getattr(optimizer, "inner_optimizer", optimizer)
+    averages = [v.numpy() for v in updater._model_variables_moving_average]
+    assert_weights_close(model.get_weights(), averages, rtol=0, atol=0)
+    assert_trained(model)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradient_accumulation_matches_a_batch_twice_as_large(name):
+    optimizer = FACTORIES[name](gradient_accumulation_steps=2)
+    model = train(optimizer, batch_size=BATCH // 2)
+    assert int(optimizer.iterations.numpy()) == SAMPLES // BATCH
+    if name in DETERMINISTIC:
+        # The mean of two half-batch gradients is the full-batch gradient.
+        assert_weights_close(model.get_weights(), baseline_weights(name))
+    else:
+        assert_trained(model)
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_jit_compile_fit_matches_graph_fit(name):
+    model = train(FACTORIES[name](), jit_compile=True)
+    assert_weights_close(
+        model.get_weights(), baseline_weights(name), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_gradient_noise_under_jit_compile():
+    # XLA's random kernels need not reproduce graph mode's draws, so check
+    # the plumbing without noise and that the noise is there with it.
+    quiet = train(
+        GradientNoise(keras.optimizers.Adam(0.01), eta=0.0), jit_compile=True
+    )
+    adam = train(keras.optimizers.Adam(0.01))
+    assert_weights_close(quiet.get_weights(), adam.get_weights(), rtol=1e-4, atol=1e-5)
+    noisy = train(FACTORIES["GradientNoise"](), jit_compile=True)
+    assert_trained(noisy)
+    assert not np.allclose(noisy.get_weights()[0], quiet.get_weights()[0], atol=1e-3)
+
+
+def test_state_copied_from_the_weights_is_taken_once():
+    # Keras builds the optimizer while tracing the train step; the copies
+    # must hold the weights before the first update, not be refreshed on
+    # every batch.
+    prodigy = FACTORIES["Prodigy"]()
+    train(prodigy, epochs=2)
+    for x0, w0 in zip(prodigy._initial_values, initial_weights()):
+        np.testing.assert_array_equal(x0.numpy(), w0)
+    lookahead = Lookahead(keras.optimizers.Adam(0.01), sync_period=100)
+    train(lookahead, epochs=2)
+    for slow, w0 in zip(lookahead._slow_weights, initial_weights()):
+        np.testing.assert_array_equal(slow.numpy(), w0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loss_scale_optimizer_wrapping_matches_unscaled(name):
+    optimizer = keras.optimizers.LossScaleOptimizer(FACTORIES[name]())
+    model = train(optimizer)
+    # Scaling by a power of two and back is exact in floating point.
+    assert_weights_close(model.get_weights(), baseline_weights(name))
+
+
+def test_wrappers_reject_arguments_that_belong_to_the_inner_optimizer():
+    with pytest.raises(ValueError, match="set it on the optimizer it wraps"):
+        Lookahead(keras.optimizers.Adam(), clipnorm=1.0)
+    with pytest.raises(ValueError, match="wraps a Keras optimizer"):
+        GradientNoise("not-an-optimizer")
+    assert isinstance(Lookahead("adam").inner_optimizer, keras.optimizers.Adam)
+
+
+def test_wrapper_learning_rate_is_the_inner_one():
+    inner = keras.optimizers.Adam(0.01)
+    wrapped = Lookahead(inner)
+    wrapped.learning_rate = 0.005
+    assert float(np.asarray(inner.learning_rate)) == pytest.approx(0.005)
+    assert float(np.asarray(wrapped.learning_rate)) == pytest.approx(0.005)
+
+
+def test_trains_the_same_under_mirrored_strategy():
+    """Two logical CPUs, global batch split in two, vs one device."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run(
+        [sys.executable, __file__, "--mirrored"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert sorted(report) == NAMES
+    for name, result in report.items():
+        assert result["replicas"] == 2, name
+        assert result["max_abs_difference"] < 1e-5, (name, result)
+        assert result["moved"] > 1e-3, (name, result)
+
+
+def mirrored_main():
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    report = {}
+    for name in NAMES:
+        single = train(FACTORIES[name]())
+        with strategy.scope():
+            model = build_model()
+            model.compile(optimizer=FACTORIES[name](), loss="mse")
+        train(None, model=model)
+        difference = max(
+            float(np.abs(a - b).max())
+            for a, b in zip(model.get_weights(), single.get_weights())
+        )
+        moved = max(
+            float(np.abs(a - b).max())
+            for a, b in zip(model.get_weights(), initial_weights())
+        )
+        report[name] = {
+            "replicas": strategy.num_replicas_in_sync,
+            "max_abs_difference": difference,
+            "moved": moved,
+        }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__" and "--mirrored" in sys.argv:
+    mirrored_main()
