@@ -39,11 +39,14 @@ class Clustered:
     Attributes:
         model: the clustered Keras 3 model (uncompiled).
         unique_values: layer name -> the most distinct values in any of its clustered kernels.
+        skipped_layers: layer name -> why it was left unclustered (only when no layers were
+            named).
         losses: mean fine-tuning loss of every epoch.
     """
 
     model: Any
     unique_values: dict
+    skipped_layers: dict = field(default_factory=dict)
     losses: list = field(default_factory=list)
 
 
@@ -96,7 +99,11 @@ def cluster(model, x, y, *, clusters: int = 16, init: str = "kmeans_plus_plus", 
                 cluster_centroids_init=getattr(api.CentroidInitialization, init.upper()),
                 preserve_sparsity=preserve_sparsity)
 
-        wrapped, wrappers, refused = clone_wrapping(twin, chosen, make_wrapper)
+        too_small = {name: why for name, layer in leaf_layers(twin).items()
+                     if name in chosen and (why := _too_few_weights(layer, clusters,
+                                                                    preserve_sparsity))}
+        wrapped, wrappers, refused = clone_wrapping(twin, chosen - set(too_small), make_wrapper)
+        refused.update(too_small)
         if refused and layers:
             name, why = next(iter(refused.items()))
             raise WorkbenchError(f"cannot cluster layer '{name}': it {why}; leave it out of "
@@ -112,4 +119,24 @@ def cluster(model, x, y, *, clusters: int = 16, init: str = "kmeans_plus_plus", 
                       default=0)
             for name, layer in leaf_layers(stripped).items() if name in names}
         clustered = from_tf_keras(stripped)
-    return Clustered(model=clustered, unique_values=unique_values, losses=losses)
+    return Clustered(model=clustered, unique_values=unique_values, skipped_layers=refused,
+                     losses=losses)
+
+
+def _too_few_weights(layer, clusters, preserve_sparsity):
+    """Why a layer's kernels are too small to cluster, or None.
+
+    k-means++ needs more points than centroids, and with `preserve_sparsity` TF-MOT splits the
+    non-zero centroids between negative and positive weights in proportion; twice as many
+    (non-zero) weights as clusters keeps both sides feasible.
+    """
+    for weight in layer.weights:
+        if len(weight.shape) < 2:
+            continue
+        values = np.asarray(weight)
+        count = int(np.count_nonzero(values)) if preserve_sparsity else values.size
+        if count < 2 * clusters:
+            kind = "non-zero " if preserve_sparsity else ""
+            return (f"has {count} {kind}weights in '{weight.name}', fewer than twice the "
+                    f"{clusters} clusters")
+    return None

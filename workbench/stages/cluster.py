@@ -20,9 +20,12 @@ def cluster(ctx):
         fine_tuning=FineTuning.from_recipe(ctx.recipe, settings.learning_rate_factor))
     for name, count in result.unique_values.items():
         ctx.say(f"  {name}: {count} distinct weight values")
+    for name, why in result.skipped_layers.items():
+        ctx.say(f"  {name}: left unclustered (it {why})")
     metrics = adopt_model(ctx, result.model, "clustered")
     ctx.say(f"  clustered model: test accuracy {metrics.get('test_accuracy', float('nan')):.4f}")
     variants = export_variants(ctx, result.model, "clustered")
     ctx.results["cluster"] = {**metrics, "unique_values": result.unique_values,
+                              "skipped_layers": result.skipped_layers,
                               "fine_tuning_losses": result.losses, "exports": variants}
     return ctx
