@@ -43,12 +43,12 @@ def test_schedule_fills_learning_rate_and_total_steps():
 
 
 def test_check_names_catches_bad_optimizer_settings_before_any_work():
-    components.check_names(DIGITS)
+    components.check_names(DIGITS, 10)
     with pytest.raises(WorkbenchError, match="unknown optimizer"):
-        components.check_names(apply_overrides(DIGITS, ["optimizer=adan"]))
+        components.check_names(apply_overrides(DIGITS, ["optimizer=adan"]), 10)
     with pytest.raises(WorkbenchError, match="takes no argument"):
         components.check_names(apply_overrides(DIGITS, ["optimizer_config.momentun=0.9",
-                                                        "optimizer=sgd"]))
+                                                        "optimizer=sgd"]), 10)
 
 
 def test_callbacks_resolve_workbench_first_then_keras():

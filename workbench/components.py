@@ -18,7 +18,8 @@ from workbench.errors import WorkbenchError, suggest
 
 # Class names whose mechanical snake_case reads badly ("rm_sprop", "adam_w").
 _DISPLAY_NAMES = {"AdamW": "adamw", "RMSprop": "rmsprop", "ScheduleFreeAdamW": "schedule_free_adamw",
-                  "TensorBoard": "tensorboard", "TerminateOnNaN": "terminate_on_nan"}
+                  "TensorBoard": "tensorboard", "TerminateOnNaN": "terminate_on_nan",
+                  "AdaBelief": "adabelief", "RAdam": "radam"}
 
 
 def snake_case(name: str) -> str:
@@ -106,7 +107,7 @@ def _keras_base_accepts(cls, names):
 OPTIMIZERS = Registry(
     "optimizer", keras.optimizers.Optimizer,
     ["keras.optimizers", "workbench.optimizers"],
-    exclude={"LossScaleOptimizer", "MultiOptimizer"})
+    exclude={"LossScaleOptimizer", "MultiOptimizer", "OptimizerWrapper"})
 
 SCHEDULES = Registry(
     "schedule", keras.optimizers.schedules.LearningRateSchedule,
@@ -146,12 +147,14 @@ def build_optimizer(name, config, learning_rate):
     config = dict(config)
     cls = OPTIMIZERS.get(name)
     params = inspect.signature(cls.__init__).parameters
-    if "inner" in params:
-        inner = config.pop("inner", "adam")
+    wrapped = next((p for p in ("inner_optimizer", "inner") if p in params), None)
+    if wrapped:
+        # In a recipe the inner optimizer is named by `inner` (default adam) + `inner_config`.
+        inner = config.pop("inner", config.pop(wrapped, "adam"))
         inner_config = config.pop("inner_config", {})
         if isinstance(inner, str):
             inner = build_optimizer(inner, inner_config, learning_rate)
-        config["inner"] = inner
+        config[wrapped] = inner
         return OPTIMIZERS.build(name, config)
     return OPTIMIZERS.build(name, config, {"learning_rate": learning_rate})
 
@@ -170,7 +173,7 @@ def optimizer_for(recipe, steps_per_epoch):
                            learning_rate_for(recipe, steps_per_epoch))
 
 
-def check_names(recipe):
-    """Validate every component name in a recipe before any work starts."""
+def check_names(recipe, steps_per_epoch):
+    """Validate every component name and argument in a recipe before any work starts."""
     # Building is cheap (no variables until the first step) and checks every argument name too.
-    optimizer_for(recipe, steps_per_epoch=1)
+    optimizer_for(recipe, steps_per_epoch)

@@ -73,13 +73,15 @@ def is_chief_worker():
 def resolve_strategy(name: str):
     import tensorflow as tf
 
-    gpus = tf.config.list_logical_devices("GPU")
+    # Physical, not logical: listing logical devices starts the runtime, after which a
+    # multi-worker strategy can no longer configure its collective ops.
+    gpus = tf.config.list_physical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "default"
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
-        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if name == "mirrored":
         if gpus:
             return tf.distribute.MirroredStrategy()
@@ -90,7 +92,7 @@ def resolve_strategy(name: str):
             raise WorkbenchError(
                 "strategy 'multi_worker' needs the cluster in the TF_CONFIG environment variable "
                 "(see README, 'Several machines')")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _reduce_leaf_by_leaf(tf.distribute.MultiWorkerMirroredStrategy())
     if name == "tpu":
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -101,6 +103,32 @@ def resolve_strategy(name: str):
                                  "use --strategy auto on this machine") from None
         return tf.distribute.TPUStrategy(resolver)
     raise WorkbenchError(f"unknown strategy '{name}'")
+
+
+def _reduce_leaf_by_leaf(strategy):
+    """Let Keras 3's `fit` run under `MultiWorkerMirroredStrategy`.
+
+    Keras 3.15 asks the strategy to reduce whole nested batches (`_maybe_symbolic_build`) and
+    scalar logs along `axis=0` (`reduce_per_replica`); the collective strategy takes neither and
+    `fit` fails at once (keras-team/keras#20585). Reducing each leaf on its own, along the axis
+    only when the leaf has one, is what Keras means by those calls."""
+    import tensorflow as tf
+
+    reduce = strategy.reduce
+
+    def rank(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            value = strategy.experimental_local_results(value)[0]
+        return len(value.shape)
+
+    def reduce_leaves(reduce_op, value, axis=None):
+        return tf.nest.map_structure(
+            lambda leaf: reduce(reduce_op, leaf,
+                                axis=axis if axis is None or rank(leaf) > axis else None),
+            value)
+
+    strategy.reduce = reduce_leaves
+    return strategy
 
 
 def scaled_learning_rate(learning_rate: float, replicas: int, rule: str) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import sys
@@ -83,7 +84,6 @@ def list_recipes():
 
 def prepare_recipe(args):
     """Load the recipe and apply --fast, --set, --epochs, --seed and --stages, then check it all."""
-    from workbench import components
     from workbench.recipe import apply_fast, apply_overrides, load_recipe
     from workbench.stages import STAGES
 
@@ -104,8 +104,6 @@ def prepare_recipe(args):
     for stage in recipe.stages:
         if stage not in STAGES:
             raise WorkbenchError(f"unknown stage '{stage}': {suggest(stage, STAGES)}")
-    if "train" in recipe.stages or args.model is None:
-        components.check_names(recipe)
     if args.model is not None and not args.model.is_file():
         raise WorkbenchError(f"--model '{args.model}' does not exist")
     if args.resume is not None:
@@ -121,7 +119,7 @@ def make_context(recipe, args):
     import keras
     import tensorflow as tf
 
-    from workbench import distribute
+    from workbench import components, distribute
     from workbench.context import RunContext, RunDir
     from workbench.data import load_data
 
@@ -133,6 +131,8 @@ def make_context(recipe, args):
     data = load_data(recipe.data, seed=recipe.seed, **recipe.data_options)
     from workbench.stages import PREFLIGHT
 
+    if args.model is None or "train" in recipe.stages:
+        components.check_names(recipe, math.ceil(len(data.x_train) / recipe.batch_size))
     for stage in recipe.stages:
         if stage in PREFLIGHT:
             PREFLIGHT[stage](recipe, data.info)
