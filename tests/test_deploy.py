@@ -63,3 +63,21 @@ def test_int8_without_representative_data_is_refused(trained, tmp_path):
     with pytest.raises(WorkbenchError, match="representative data"):
         deploy.export_tflite(model, tmp_path / "x.tflite", "int8", representative=None)
     assert not (tmp_path / "x.tflite").exists()
+
+
+def test_a_mixed_precision_model_exports_as_float32_with_the_same_predictions(trained, tmp_path):
+    model, x, _, _ = trained
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                                  keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed.set_weights(model.get_weights())
+    assert mixed.layers[0].compute_dtype == "float16"
+    path = deploy.export_tflite(mixed, tmp_path / "mixed.tflite", "int8", representative=x[:50])
+    outputs, _ = deploy.predict_tflite(deploy.make_interpreter(path), x)
+    np.testing.assert_allclose(outputs, model.predict(x, verbose=0), atol=0.05)
+    float_path = deploy.export_tflite(mixed, tmp_path / "mixed32.tflite", "float32")
+    outputs, _ = deploy.predict_tflite(deploy.make_interpreter(float_path), x)
+    np.testing.assert_allclose(outputs, model.predict(x, verbose=0), atol=1e-5)

@@ -57,9 +57,33 @@ def representative_sample(x, count, seed=0):
     return x[rng.choice(len(x), count, replace=False)]
 
 
+def _float32_policy(config):
+    """A model config with every mixed-precision dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and "mixed" in str(config.get("config")):
+            return "float32"
+        return {key: _float32_policy(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policy(value) for value in config]
+    return config
+
+
+def as_float32_model(model):
+    """`model` computing in float32: a model trained with a mixed-precision policy is rebuilt
+    with float32 layers and the same (float32) weights, since TFLite's converter and its int8
+    calibration expect a float32 graph; the device format is chosen by `fmt` instead."""
+    if all(getattr(layer, "dtype_policy", None) is None or
+           layer.dtype_policy.compute_dtype == "float32" for layer in model.layers):
+        return model
+    clone = type(model).from_config(_float32_policy(model.get_config()))
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def export_tflite(model, path, fmt="float32", representative=None):
     """Write `model` as a `.tflite` file in format `fmt` (see the module docstring)."""
     settings = _converter_settings(fmt, representative)
+    model = as_float32_model(model)
     # The exporter reports the intermediate SavedModel on stdout; keep the CLI's output readable.
     with contextlib.redirect_stdout(io.StringIO()), quiet_native_output():
         model.export(str(path), format="litert", verbose=False, **settings)

@@ -226,7 +226,8 @@ def main(argv=None):
             traceback.print_exc()
         stage = next(reversed(ctx.timings), None) if ctx else None
         where = f" in stage '{stage}'" if stage else ""
-        print(f"workbench: run failed{where}: {type(error).__name__}: {error}"
+        first_line = next((line for line in str(error).splitlines() if line.strip()), "")
+        print(f"workbench: run failed{where}: {type(error).__name__}: {first_line[:300]}"
               + ("" if args.debug else " (--debug shows the traceback)"), file=sys.stderr)
         return 1
     from workbench import report
