@@ -314,18 +314,18 @@ def test_prodigy_matches_reference_implementation(options):
 
 
 def numpy_shampoo(
-    lr, beta_1, beta_2, epsilon, matrix_epsilon, every, start, max_dim
+    lr, beta_1, beta_2, epsilon, matrix_epsilon, every, start, max_dim, p
 ):
     state = {}
 
     def inverse_root(stat):
         if stat.ndim == 1:
             damping = matrix_epsilon * max(stat.max(), 1e-30)
-            return (stat + damping) ** -0.25
+            return (stat + damping) ** (-1 / p)
         w, q = np.linalg.eigh(0.5 * (stat + stat.T))
         w = np.maximum(w, 0.0)
         damping = matrix_epsilon * max(w.max(), 1e-30)
-        return (q * (w + damping) ** -0.25) @ q.T
+        return (q * (w + damping) ** (-1 / p)) @ q.T
 
     def step(values, grads, t):
         iteration = t - 1
@@ -368,13 +368,14 @@ def numpy_shampoo(
     return step
 
 
-def test_shampoo_matches_numpy_reference():
+@pytest.mark.parametrize("exponent_override", [None, 2])
+def test_shampoo_matches_numpy_reference(exponent_override):
     # (5, 3): full L and R; (3,): Adam; (2, 2, 2, 3): rank 4, seen as (8, 3);
     # (7, 2) with max_preconditioner_dim=6: diagonal L, full R.
     shapes = SHAPES + [(7, 2)]
     settings = dict(
         lr=0.01, beta_1=0.9, beta_2=0.99, epsilon=1e-7, matrix_epsilon=1e-4,
-        every=3, start=2, max_dim=6,
+        every=3, start=2, max_dim=6, p=exponent_override or 4,
     )
     initial, gradients = make_problem(shapes)
     optimizer = Shampoo(
@@ -386,6 +387,7 @@ def test_shampoo_matches_numpy_reference():
         precondition_every=settings["every"],
         start_preconditioning_step=settings["start"],
         max_preconditioner_dim=settings["max_dim"],
+        exponent_override=exponent_override,
     )
     steps = 9  # roots computed at iterations 2, 5, 8
     assert_same_trajectory(

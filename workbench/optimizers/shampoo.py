@@ -6,8 +6,8 @@ from keras import ops
 from workbench.optimizers.common import constant
 
 # The preconditioners are L^(-1/p) and R^(-1/p) with p = 2 * rank; every
-# variable is preconditioned as a matrix, so p = 4.
-_ROOT_EXPONENT = -1.0 / 4.0
+# variable is preconditioned as a matrix, so p = 4 unless overridden.
+_MATRIX_ROOT = 4
 # Floor of the damping's scale, for statistics that are still all zero.
 _TINY = 1e-30
 
@@ -80,6 +80,12 @@ class Shampoo(keras.optimizers.Optimizer):
             `10`.
         max_preconditioner_dim: Int, the largest dimension that gets a full
             statistic. Defaults to `1024`.
+        exponent_override: Int or `None`. Use `L^(-1/p)`, `R^(-1/p)` with
+            this `p` instead of `p = 2 * rank = 4`. `p = 2` ("Shampoo^2")
+            is the better Kronecker approximation of full-matrix Adagrad
+            ([Morwani et al., 2024](https://arxiv.org/abs/2406.17748)); with
+            grafting the overall scale stays Adam's either way. Defaults to
+            `None`.
         **kwargs: The `keras.optimizers.Optimizer` arguments: `name`,
             `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
             `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
@@ -104,6 +110,7 @@ class Shampoo(keras.optimizers.Optimizer):
         precondition_every=10,
         start_preconditioning_step=10,
         max_preconditioner_dim=1024,
+        exponent_override=None,
         name=None,
         **kwargs,
     ):
@@ -127,6 +134,11 @@ class Shampoo(keras.optimizers.Optimizer):
                 "`max_preconditioner_dim` must be >= 1. Received: "
                 f"{max_preconditioner_dim!r}"
             )
+        if exponent_override is not None and exponent_override <= 0:
+            raise ValueError(
+                "`exponent_override` must be a positive root order p (the "
+                f"preconditioner is L^(-1/p)) or None. Received: {exponent_override!r}"
+            )
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.beta_1 = beta_1
         self.beta_2 = beta_2
@@ -135,6 +147,7 @@ class Shampoo(keras.optimizers.Optimizer):
         self.precondition_every = precondition_every
         self.start_preconditioning_step = start_preconditioning_step
         self.max_preconditioner_dim = max_preconditioner_dim
+        self.exponent_override = exponent_override
 
     @staticmethod
     def matrix_shape(shape):
@@ -198,6 +211,7 @@ class Shampoo(keras.optimizers.Optimizer):
 
     def _inverse_root(self, statistic):
         dtype = statistic.dtype
+        exponent = -1.0 / (self.exponent_override or _MATRIX_ROOT)
         # eigh has no half-precision kernels, and float32 is what keeps a
         # damped root of a badly conditioned statistic meaningful.
         compute_dtype = "float64"
@@ -205,14 +219,14 @@ class Shampoo(keras.optimizers.Optimizer):
         if len(statistic.shape) == 1:
             scale = ops.maximum(ops.max(statistic), _TINY)
             damped = statistic + constant(self.matrix_epsilon, compute_dtype) * scale
-            return ops.cast(ops.power(damped, _ROOT_EXPONENT), dtype)
+            return ops.cast(ops.power(damped, exponent), dtype)
         symmetric = 0.5 * (statistic + ops.transpose(statistic))
         eigenvalues, eigenvectors = ops.eigh(symmetric)
         eigenvalues = ops.maximum(eigenvalues, 0.0)
         scale = ops.maximum(ops.max(eigenvalues), _TINY)
         damped = eigenvalues + constant(self.matrix_epsilon, compute_dtype) * scale
         root = ops.matmul(
-            eigenvectors * ops.expand_dims(ops.power(damped, _ROOT_EXPONENT), 0),
+            eigenvectors * ops.expand_dims(ops.power(damped, exponent), 0),
             ops.transpose(eigenvectors),
         )
         return ops.cast(root, dtype)
@@ -311,6 +325,7 @@ class Shampoo(keras.optimizers.Optimizer):
                 "precondition_every": self.precondition_every,
                 "start_preconditioning_step": self.start_preconditioning_step,
                 "max_preconditioner_dim": self.max_preconditioner_dim,
+                "exponent_override": self.exponent_override,
             }
         )
         return config

@@ -115,6 +115,8 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
 
     def before_inner_apply(self):
         """Runs before the inner optimizer updates the variables."""
+        # AutoGraph cannot convert a function whose body is only a docstring.
+        return None
 
     def transform_gradients(self, grads):
         """Returns the gradients the inner optimizer should see."""
@@ -122,6 +124,8 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
 
     def after_inner_apply(self):
         """Runs after the inner optimizer has updated the variables."""
+        # AutoGraph cannot convert a function whose body is only a docstring.
+        return None
 
     @property
     def variables(self):
