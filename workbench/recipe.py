@@ -27,8 +27,8 @@ from workbench.errors import WorkbenchError, suggest
 from workbench.settings import (
     KNOWN_EXPORT_FORMATS, STRATEGIES, PRECISIONS, LR_SCALING, TUNERS, PRUNE_SCHEDULES,
     PRUNE_STRUCTURES, QUANTIZE_MODES, CLUSTER_INITS, EarlyStoppingSettings, PlateauSettings,
-    ExportSettings, VerifySettings, SearchSettings, PruneSettings, QuantizeSettings,
-    ClusterSettings, DistillSettings)
+    ExportSettings, VerifySettings, LRFindSettings, BatchGrowthSettings, SearchSettings,
+    PruneSettings, QuantizeSettings, ClusterSettings, DistillSettings)
 
 @dataclass
 class Recipe:
@@ -86,6 +86,8 @@ class Recipe:
     export: ExportSettings = field(default_factory=ExportSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    lr_find: LRFindSettings = field(default_factory=LRFindSettings)
+    batch_growth: BatchGrowthSettings = field(default_factory=BatchGrowthSettings)
     prune: PruneSettings = field(default_factory=PruneSettings)
     quantize: QuantizeSettings = field(default_factory=QuantizeSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
@@ -137,6 +139,13 @@ class Recipe:
             (self.search.epochs >= 1, "search.epochs must be at least 1"),
             (self.search.executions_per_trial >= 1, "search.executions_per_trial must be >= 1"),
             (all(b >= 1 for b in self.search.batch_sizes), "search.batch_sizes must be >= 1"),
+            (0 < self.lr_find.min_lr < self.lr_find.max_lr,
+             "lr_find needs 0 < lr_find.min_lr < lr_find.max_lr"),
+            (self.lr_find.num_steps >= 2, "lr_find.num_steps must be at least 2"),
+            (self.lr_find.suggest in ("minimum", "steepest"),
+             "lr_find.suggest must be 'minimum' or 'steepest'"),
+            (self.batch_growth.factor > 0, "batch_growth.factor must be positive"),
+            (all(e >= 0 for e in self.batch_growth.epochs), "batch_growth.epochs must be >= 0"),
         ]
         lr_range = (self.search.learning_rate_min, self.search.learning_rate_max)
         if (lr_range[0] is None) != (lr_range[1] is None):

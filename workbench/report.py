@@ -130,7 +130,7 @@ def markdown(ctx, report):
                             if k != "seconds" and not isinstance(v, (dict, list)))
         lines.append(f"| {name} | {info['seconds']:.1f} | {details} |")
     lines += ["", "## Plots", ""]
-    for name in ("training_curves.png", "learning_rate.png", "search.png"):
+    for name in ("training_curves.png", "learning_rate.png", "search.png", "lr_find.png"):
         if (ctx.run_dir / name).exists():
             lines.append(f"![{name}]({name})")
     lines += ["", "## Versions", ""]

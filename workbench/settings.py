@@ -38,6 +38,7 @@ class PlateauSettings:
     factor: float = 0.5
     patience: int = 3
     min_lr: float = 1e-6
+    min_delta: float = 1e-4
 
 
 @dataclass
@@ -122,3 +123,23 @@ class DistillSettings:
     alpha: float = 0.1
     temperature: float = 3.0
     epochs: int = 20
+
+
+@dataclass
+class LRFindSettings:
+    """The learning-rate range test (`--stages lr_find`): an exponential sweep of the rate."""
+
+    min_lr: float = 1e-6
+    max_lr: float = 1.0
+    num_steps: int = 100
+    suggest: str = "minimum"
+
+
+@dataclass
+class BatchGrowthSettings:
+    """Grow the batch size by `factor` at the start of each epoch in `epochs` (Smith et al. 2017,
+    "Don't decay the learning rate, increase the batch size"); empty `epochs` turns it off."""
+
+    factor: float = 2.0
+    epochs: tuple[int, ...] = ()
+    max_batch_size: Optional[int] = None

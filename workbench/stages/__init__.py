@@ -4,6 +4,7 @@ from workbench.stages.cluster import cluster
 from workbench.stages.distill import distill
 from workbench.stages.evaluate import evaluate
 from workbench.stages.export import export
+from workbench.stages.lr_find import lr_find
 from workbench.stages.prune import prune
 from workbench.stages.quantize import quantize
 from workbench.stages.search import check_search_space, search
@@ -11,6 +12,7 @@ from workbench.stages.train import train
 from workbench.stages.verify import verify
 
 STAGES = {
+    "lr_find": lr_find,
     "search": search,
     "train": train,
     "evaluate": evaluate,

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from workbench import components
+from workbench.callbacks import BatchSizeSchedule
 from workbench.context import keras_verbosity
 from workbench.data import make_dataset
 from workbench.distribute import scaled_learning_rate
@@ -53,6 +54,9 @@ class LearningRateLog(keras.callbacks.Callback):
         else:
             values = np.full(steps.shape, float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
         self.values.extend(float(v) for v in values)
+        if logs is not None and "learning_rate" not in logs:
+            # Every run's history then has the rate, not only runs with a plateau callback.
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 def standard_callbacks(recipe, ctx):
@@ -67,7 +71,8 @@ def standard_callbacks(recipe, ctx):
     if plateau.enabled:
         callbacks.append(components.CALLBACKS.build("reduce_lr_on_plateau", {
             "monitor": plateau.monitor, "factor": plateau.factor, "patience": plateau.patience,
-            "min_lr": plateau.min_lr, "verbose": 1 if ctx.verbose else 0}))
+            "min_lr": plateau.min_lr, "min_delta": plateau.min_delta,
+            "verbose": 1 if ctx.verbose else 0}))
     callbacks.append(keras.callbacks.TensorBoard(
         log_dir=str(ctx.run_dir / "tensorboard"), write_graph=False, profile_batch=0))
     return callbacks
@@ -88,27 +93,52 @@ def compile_model(ctx, recipe, steps_per_epoch):
     return model
 
 
+def batch_phases(recipe, global_batch):
+    """`(first_epoch, end_epoch, batch_size)` per `fit` call: one phase, or one per batch size
+    when `recipe.batch_growth` grows the batch (workbench.callbacks.BatchSizeSchedule)."""
+    growth = recipe.batch_growth
+    if not growth.epochs:
+        return [(0, recipe.epochs, global_batch)]
+    schedule = BatchSizeSchedule(
+        growth.factor, growth.epochs, growth.max_batch_size)
+    return schedule.phases(recipe.epochs, global_batch)
+
+
 def fit(ctx, extra_callbacks=(), backup=False):
     """Build, compile and fit the recipe's model; return `(model, history, callbacks)`.
 
-    With `backup`, Keras' `BackupAndRestore` saves the training state every epoch under the run
-    directory, and a resumed run continues from the last saved epoch."""
+    With `backup`, `BackupAndRestore` saves the training state under the run directory, and a
+    resumed run continues from the last saved epoch (single-phase training only: a growing batch
+    size runs one `fit` per phase)."""
     recipe = ctx.recipe
     data = ctx.require_data("train")
     global_batch = recipe.batch_size * ctx.strategy.num_replicas_in_sync
-    train_data = make_dataset(data.x_train, data.y_train, global_batch, shuffle=True,
-                              seed=recipe.seed)
-    val_data = make_dataset(data.x_val, data.y_val, global_batch)
-    steps_per_epoch = math.ceil(len(data.x_train) / global_batch)
-    model = compile_model(ctx, recipe, steps_per_epoch)
+    phases = batch_phases(recipe, global_batch)
+    total_steps = sum((end - start) * math.ceil(len(data.x_train) / batch)
+                      for start, end, batch in phases)
+    model = compile_model(ctx, recipe, steps_per_epoch=max(1, round(total_steps / recipe.epochs)))
     callbacks = [*standard_callbacks(recipe, ctx), LearningRateLog(), *extra_callbacks]
-    if backup:
+    if backup and len(phases) == 1:
         callbacks.insert(0, components.CALLBACKS.build("backup_and_restore", {
             "backup_dir": str(ctx.run_dir / "backup"), "double_checkpoint": True,
             "min_interval_seconds": recipe.backup_interval_seconds}))
-    history = model.fit(train_data, validation_data=val_data, epochs=recipe.epochs,
-                        callbacks=callbacks, verbose=keras_verbosity(ctx.verbose),
-                        shuffle=False)  # the dataset reshuffles itself every epoch
+    history = keras.callbacks.History()
+    history.history, history.epoch = {}, []
+    for start, end, batch in phases:
+        if len(phases) > 1:
+            ctx.say(f"  epochs {start + 1}-{end}: batch size {batch}")
+        train_data = make_dataset(data.x_train, data.y_train, batch, shuffle=True,
+                                  seed=recipe.seed)
+        val_data = make_dataset(data.x_val, data.y_val, batch)
+        phase = model.fit(train_data, validation_data=val_data, initial_epoch=start, epochs=end,
+                          callbacks=callbacks, verbose=keras_verbosity(ctx.verbose),
+                          shuffle=False)  # the dataset reshuffles itself every epoch
+        history.epoch += phase.epoch
+        for key, values in phase.history.items():
+            history.history.setdefault(key, []).extend(values)
+        if model.stop_training:
+            break
+    ctx.results.setdefault("train", {})["batch_sizes"] = [batch for _, _, batch in phases]
     return model, history, callbacks
 
 
@@ -134,7 +164,8 @@ def train(ctx):
     ctx.history = {k: [float(v) for v in values] for k, values in history.history.items()}
     ctx.learning_rates = lr_log.values
     resumed_from = int(getattr(model, "_initial_epoch", 0) or 0)
-    results = {"epochs_run": resumed_from + len(history.epoch), "resumed_from_epoch": resumed_from,
+    results = {**ctx.results.get("train", {}),
+               "epochs_run": resumed_from + len(history.epoch), "resumed_from_epoch": resumed_from,
                "steps": int(model.optimizer.iterations.numpy()),
                "replicas": ctx.strategy.num_replicas_in_sync,
                "global_batch_size": ctx.recipe.batch_size * ctx.strategy.num_replicas_in_sync,
