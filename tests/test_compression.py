@@ -80,6 +80,42 @@ def test_prune_reaches_target_sparsity_in_every_layer_and_keeps_accuracy(trained
     assert max(kernel_sparsity(model).values()) < 0.05, "the input model was changed"
 
 
+def test_a_keras_3_optimizer_and_the_recipes_schedule_train_the_tf_keras_twin(trained):
+    """The fine-tuning path: a Keras 3 optimizer updates a tf_keras model's tf.Variables."""
+    import dataclasses
+    import math
+
+    import tf_keras
+
+    from workbench.compression.training import fine_tune, tf_keras_twin
+    from workbench.recipe import Recipe
+
+    model, x, y, _, _ = trained
+    recipe = Recipe(name="sgd", model=lambda hp: _model(), optimizer="sgd",
+                    optimizer_config={"momentum": 0.9}, learning_rate=0.02,
+                    schedule="cosine_decay", batch_size=32, epochs=50)
+    fine_tuning = FineTuning.from_recipe(recipe, learning_rate_factor=0.5)
+    made = []
+
+    def make_optimizer(epochs, steps_per_epoch):
+        made.append(fine_tuning.make_optimizer(epochs, steps_per_epoch))
+        return made[-1]
+
+    twin = tf_keras_twin(model)
+    assert isinstance(twin, tf_keras.Model) and not isinstance(twin, keras.Model)
+    before = [v.numpy().copy() for v in twin.trainable_variables]
+    losses = fine_tune(twin, x, y, epochs=2,
+                       fine_tuning=dataclasses.replace(fine_tuning, make_optimizer=make_optimizer))
+    optimizer = made[0]
+    steps = 2 * math.ceil(len(x) / 32)
+    assert isinstance(optimizer, keras.optimizers.SGD) and int(optimizer.iterations) == steps
+    schedule = optimizer._learning_rate  # the recipe's schedule, spanning the fine-tuning only
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert schedule.decay_steps == steps and schedule.initial_learning_rate == pytest.approx(0.01)
+    assert all(not np.array_equal(a, v.numpy()) for a, v in zip(before, twin.trainable_variables))
+    assert len(losses) == 2 and all(np.isfinite(losses))
+
+
 def test_two_four_pattern_holds_and_layers_it_cannot_take_stay_dense(trained):
     model, x, y, x_test, y_test = trained
     result = prune(model, x, y, structure="2:4", epochs=2, fine_tuning=FINE_TUNING)

@@ -11,6 +11,15 @@ from workbench.compression.bridge import (
     to_tf_keras,
 )
 from workbench.compression.environment import legacy_keras_environment
+from workbench.compression.clustering import Clustered, cluster
+from workbench.compression.distillation import Distilled, distill
+from workbench.compression.pruning import Pruned, kernel_sparsity, prune
+from workbench.compression.quantization import (
+    QuantizedAware,
+    quantize_aware,
+    quantize_post_training,
+)
+from workbench.compression.training import FineTuning
 
 __all__ = [
     "SUPPORTED_LAYERS",
@@ -19,4 +28,15 @@ __all__ = [
     "from_tf_keras",
     "legacy_keras_environment",
     "to_tf_keras",
+    "Clustered",
+    "Distilled",
+    "FineTuning",
+    "Pruned",
+    "QuantizedAware",
+    "cluster",
+    "distill",
+    "kernel_sparsity",
+    "prune",
+    "quantize_aware",
+    "quantize_post_training",
 ]
