@@ -75,3 +75,16 @@ def test_warmup_wrapper_builds_its_inner_schedule_over_the_remaining_steps():
     assert float(schedule(10)) == pytest.approx(0.05, rel=1e-5)
     assert float(schedule(20)) == pytest.approx(0.1, rel=1e-5)
     assert float(schedule(100)) == pytest.approx(0.0, abs=1e-7)  # ends with the training
+
+
+def test_a_regularizer_by_name_lands_on_every_kernel_and_in_the_loss():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="a"),
+                              keras.layers.Dense(2, name="b")])
+    assert components.apply_regularizer(model, "l2", {"l2": 0.5}) == ["a", "b"]
+    expected = sum(0.5 * np.sum(np.square(layer.kernel.numpy())) for layer in model.layers)
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+    assert model.layers[0].get_config()["kernel_regularizer"] is not None
+    components.apply_regularizer(model, "group_lasso", {"strength": 0.1})
+    assert type(model.layers[1].kernel_regularizer).__name__ == "GroupLasso"
+    with pytest.raises(WorkbenchError, match="unknown regularizer 'l3'"):
+        components.apply_regularizer(model, "l3", {})

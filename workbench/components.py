@@ -19,7 +19,8 @@ from workbench.errors import WorkbenchError, suggest
 # Class names whose mechanical snake_case reads badly ("rm_sprop", "adam_w").
 _DISPLAY_NAMES = {"AdamW": "adamw", "RMSprop": "rmsprop", "ScheduleFreeAdamW": "schedule_free_adamw",
                   "TensorBoard": "tensorboard", "TerminateOnNaN": "terminate_on_nan",
-                  "AdaBelief": "adabelief", "RAdam": "radam"}
+                  "AdaBelief": "adabelief", "RAdam": "radam", "L2SP": "l2sp",
+                  "L1L2": "l1_l2"}
 
 
 def snake_case(name: str) -> str:
@@ -122,8 +123,16 @@ CALLBACKS = Registry(
     ["workbench.callbacks", "keras.callbacks"],
     exclude={"CallbackList", "History", "ProgbarLogger"})
 
+REGULARIZERS = Registry(
+    "regularizer", keras.regularizers.Regularizer,
+    ["workbench.regularizers", "keras.regularizers"])
+
 # Schedule parameters that mean "how long the whole training is", filled in when not given.
 _TOTAL_STEP_PARAMS = ("decay_steps", "total_steps", "first_decay_steps")
+REGULARIZERS = Registry(
+    "regularizer", keras.regularizers.Regularizer,
+    ["workbench.regularizers", "keras.regularizers"])
+
 # Schedule parameters that mean "the recipe's learning rate".
 _PEAK_RATE_PARAMS = ("initial_learning_rate", "peak_learning_rate", "max_learning_rate")
 
@@ -173,7 +182,26 @@ def optimizer_for(recipe, steps_per_epoch):
                            learning_rate_for(recipe, steps_per_epoch))
 
 
+def apply_regularizer(model, name, config):
+    """Put a fresh regularizer (by name) on the kernel of every layer that has one (Dense, Conv,
+    ...), after the model is built: Keras adds each variable's penalty to the training loss, and
+    the layer's config records it, so a saved model keeps it. Returns the layers changed."""
+    changed = []
+    for layer in model._flatten_layers(include_self=False):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None or not hasattr(layer, "kernel_regularizer"):
+            continue
+        # One instance per weight: some (L2-SP) remember the weight they anchor to.
+        regularizer = REGULARIZERS.build(name, config)
+        kernel.regularizer = regularizer
+        layer.kernel_regularizer = regularizer
+        changed.append(layer.name)
+    return changed
+
+
 def check_names(recipe, steps_per_epoch):
     """Validate every component name and argument in a recipe before any work starts."""
     # Building is cheap (no variables until the first step) and checks every argument name too.
     optimizer_for(recipe, steps_per_epoch)
+    if recipe.regularizer:
+        REGULARIZERS.build(recipe.regularizer, recipe.regularizer_config)

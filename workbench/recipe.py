@@ -46,6 +46,10 @@ class Recipe:
         learning_rate: base learning rate (the schedule's initial rate when a schedule is set).
         schedule: learning-rate schedule name or `None`.
         schedule_config: keyword arguments for the schedule.
+        regularizer: a regularizer name (Keras' `l1`, `l2`, `l1_l2`, `orthogonal_regularizer`, or
+            the workbench's `group_lasso`, `l2sp`) put on every kernel; `None` leaves the
+            builder's own choices alone.
+        regularizer_config: keyword arguments for the regularizer (e.g. `{"l2": 1e-4}`).
         loss, metrics: as in `model.compile`.
         epochs, batch_size: training length and mini-batch size.
         seed: seeds the data split, initialization and shuffling; with op determinism on, the same
@@ -70,6 +74,8 @@ class Recipe:
     learning_rate: float = 1e-3
     schedule: Optional[str] = None
     schedule_config: dict = field(default_factory=dict)
+    regularizer: Optional[str] = None
+    regularizer_config: dict = field(default_factory=dict)
     loss: str = "sparse_categorical_crossentropy"
     metrics: tuple[str, ...] = ("accuracy",)
     epochs: int = 30

@@ -66,6 +66,9 @@ def _hypermodel(ctx):
             recipe = recipe_for(ctx.recipe, hp)
             steps = math.ceil(len(data.x_train) / recipe.batch_size)
             model = build_model(recipe, hp, data.info)
+            if recipe.regularizer:
+                components.apply_regularizer(model, recipe.regularizer,
+                                             recipe.regularizer_config)
             model.compile(optimizer=components.optimizer_for(recipe, steps), loss=recipe.loss,
                           metrics=list(recipe.metrics), jit_compile=recipe.jit_compile)
             return model

@@ -87,6 +87,8 @@ def compile_model(ctx, recipe, steps_per_epoch):
             recipe.learning_rate, replicas, recipe.scale_lr))
     with ctx.strategy.scope():
         model = build_model(recipe, hyperparameters(ctx), ctx.data.info)
+        if recipe.regularizer:
+            components.apply_regularizer(model, recipe.regularizer, recipe.regularizer_config)
         model.compile(optimizer=components.optimizer_for(recipe, steps_per_epoch),
                       loss=recipe.loss, metrics=list(recipe.metrics),
                       jit_compile=recipe.jit_compile)
