@@ -123,7 +123,8 @@ def main():
 
     def export(name, keras_model, fmt):
         path = tmp / f"{name}.tflite"
-        timed(f"export {name}", lambda: deploy.export_tflite(keras_model, path, fmt, representative))
+        timed(f"export {name}",
+              lambda: deploy.export_tflite(keras_model, path, fmt, representative))
         return path
 
     files = {
