@@ -45,5 +45,5 @@ RECIPE = Recipe(
     stages=("train", "evaluate", "export", "prune", "quantize", "verify"),
     fast={"epochs": 2, "prune.epochs": 1, "quantize.epochs": 1, "distill.epochs": 2,
           "verify.max_examples": 100, "export.representative_examples": 32,
-          "export.formats": ("int8",)},
+          "export.formats": ("float32", "int8")},
 )

@@ -65,12 +65,17 @@ def summary_rows(ctx):
     if evaluation or train:
         rows.append({"model": "keras", "accuracy": evaluation.get("test_accuracy"),
                      "loss": evaluation.get("test_loss"), "size_bytes": train.get("model_bytes"),
-                     "gzip_bytes": None, "latency_ms": None,
+                     "gzip_bytes": None, "ratio": None, "latency_ms": None, "sparsity": None,
                      "path": train.get("model_path")})
+    # Compression ratios are against the float32 export when there is one (the usual baseline).
+    baseline = ctx.exports.get("float32", {}).get("gzip_bytes")
     for fmt, info in ctx.exports.items():
+        gzip_bytes = info.get("gzip_bytes")
         rows.append({"model": f"tflite {fmt}", "accuracy": info.get("accuracy"), "loss": None,
-                     "size_bytes": info.get("size_bytes"), "gzip_bytes": info.get("gzip_bytes"),
-                     "latency_ms": info.get("median_latency_ms"), "path": info.get("path")})
+                     "size_bytes": info.get("size_bytes"), "gzip_bytes": gzip_bytes,
+                     "ratio": baseline / gzip_bytes if baseline and gzip_bytes else None,
+                     "latency_ms": info.get("median_latency_ms"),
+                     "sparsity": info.get("weight_sparsity"), "path": info.get("path")})
     return rows
 
 
@@ -83,12 +88,17 @@ def _cell(value, kind):
         return f"{value / 1024:.1f} KiB"
     if kind == "ms":
         return f"{value:.3f} ms"
+    if kind == "ratio":
+        return f"{value:.1f}x"
+    if kind == "percent":
+        return f"{value:.1%}"
     return str(value)
 
 
 COLUMNS = [("model", "model", "text"), ("accuracy", "test accuracy", "fraction"),
            ("loss", "test loss", "fraction"), ("size_bytes", "size", "bytes"),
-           ("gzip_bytes", "gzip size", "bytes"), ("latency_ms", "median latency", "ms")]
+           ("gzip_bytes", "gzip size", "bytes"), ("ratio", "smaller (gzip)", "ratio"),
+           ("latency_ms", "median latency", "ms"), ("sparsity", "weight sparsity", "percent")]
 
 
 def table(rows, markdown=False):
@@ -130,7 +140,8 @@ def markdown(ctx, report):
                             if k != "seconds" and not isinstance(v, (dict, list)))
         lines.append(f"| {name} | {info['seconds']:.1f} | {details} |")
     lines += ["", "## Plots", ""]
-    for name in ("training_curves.png", "learning_rate.png", "search.png", "lr_find.png"):
+    for name in ("training_curves.png", "learning_rate.png", "search.png", "lr_find.png",
+                 "accuracy_vs_size.png"):
         if (ctx.run_dir / name).exists():
             lines.append(f"![{name}]({name})")
     lines += ["", "## Versions", ""]
@@ -201,6 +212,31 @@ def plot_search(ctx):
     _save_figure(ctx, fig, "search.png")
 
 
+def plot_variants(ctx):
+    """accuracy_vs_size.png: every verified export, test accuracy against gzip size."""
+    points = [(name, info["gzip_bytes"] / 1024, info["accuracy"])
+              for name, info in ctx.exports.items() if "accuracy" in info]
+    if len(points) < 2:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for name, size, accuracy in points:
+        ax.plot(size, accuracy, "o")
+        ax.annotate(name, (size, accuracy), textcoords="offset points", xytext=(5, 4),
+                    fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("gzip size (KiB, log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{ctx.recipe.name}: accuracy vs size of the exported models")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    _save_figure(ctx, fig, "accuracy_vs_size.png")
+
+
 def _save_figure(ctx, fig, name):
     import matplotlib.pyplot as plt
 
@@ -215,6 +251,7 @@ def write(ctx, status, error=None, plots=True):
     if plots:
         plot_training(ctx)
         plot_search(ctx)
+        plot_variants(ctx)
     ctx.run_dir.write_text("report.json", json.dumps(report, indent=2) + "\n")
     ctx.run_dir.write_text("report.md", markdown(ctx, report))
     return report

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from workbench.errors import WorkbenchError
 from workbench.compression.layer_translation import (
     LAYER_RULES,
     TranslationProblem,
@@ -37,7 +38,7 @@ SUPPORTED_LAYERS = frozenset(LAYER_RULES)
 _LISTED_PROBLEMS = 10
 
 
-class UntranslatableLayerError(ValueError):
+class UntranslatableLayerError(WorkbenchError, ValueError):
     """A model holds a layer that the bridge cannot rebuild exactly on the other side.
 
     Attributes:

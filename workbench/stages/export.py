@@ -1,7 +1,5 @@
 """Export the model to TFLite: one `.tflite` file per format in `recipe.export.formats`."""
 
-import numpy as np
-
 from workbench import deploy
 
 
@@ -11,10 +9,8 @@ def export(ctx):
     representative = None
     if "int8" in settings.formats:
         data = ctx.require_data("export")
-        # A fixed, seeded sample of the training split calibrates the int8 ranges.
-        rng = np.random.default_rng(ctx.recipe.seed)
-        count = min(settings.representative_examples, len(data.x_train))
-        representative = data.x_train[rng.choice(len(data.x_train), count, replace=False)]
+        representative = deploy.representative_sample(
+            data.x_train, settings.representative_examples, seed=ctx.recipe.seed)
     for fmt in settings.formats:
         name = f"model_{fmt}.tflite"
         with ctx.run_dir.atomic(name) as temp:
