@@ -72,7 +72,7 @@ NON_DEFAULTS = {
         name="pr",
     ),
     "Shampoo": lambda: Shampoo(
-        0.02, 0.8, 1.0, 1e-6, 1e-5, 7, 3, 64, 2, name="sh", clipnorm=2.0
+        0.02, 0.8, 1.0, 1e-6, 1e-5, 7, 3, 64, 16, 2, name="sh", clipnorm=2.0
     ),
     "Lookahead": lambda: Lookahead(
         keras.optimizers.SGD(0.3, momentum=0.5), 7, 0.25, name="lk"

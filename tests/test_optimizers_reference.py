@@ -314,7 +314,7 @@ def test_prodigy_matches_reference_implementation(options):
 
 
 def numpy_shampoo(
-    lr, beta_1, beta_2, epsilon, matrix_epsilon, every, start, max_dim, p
+    lr, beta_1, beta_2, epsilon, matrix_epsilon, every, start, max_dim, p, block
 ):
     state = {}
 
@@ -327,18 +327,27 @@ def numpy_shampoo(
         damping = matrix_epsilon * max(w.max(), 1e-30)
         return (q * (w + damping) ** (-1 / p)) @ q.T
 
+    def cuts(n):
+        if block is None or n <= block:
+            return [slice(0, n)]
+        return [slice(i, min(i + block, n)) for i in range(0, n, block)]
+
+    def new_factor(n):
+        return (np.zeros((n, n)), np.eye(n)) if n <= max_dim else (np.zeros(n), np.ones(n))
+
     def step(values, grads, t):
         iteration = t - 1
         out = []
         for i, (x, g) in enumerate(zip(values, grads)):
             if i not in state:
-                st = state[i] = dict(m=0 * x, v=0 * x)
+                st = state[i] = dict(m=0 * x, v=0 * x, blocks=[])
                 if x.ndim >= 2:
                     rows, cols = math.prod(x.shape[:-1]), x.shape[-1]
-                    for side, n in (("L", rows), ("R", cols)):
-                        full = n <= max_dim
-                        st[side] = np.zeros((n, n) if full else (n,))
-                        st["P" + side] = np.eye(n) if full else np.ones(n)
+                    for r in cuts(rows):
+                        for c in cuts(cols):
+                            L, PL = new_factor(r.stop - r.start)
+                            R, PR = new_factor(c.stop - c.start)
+                            st["blocks"].append(dict(r=r, c=c, L=L, R=R, PL=PL, PR=PR))
             st = state[i]
             st["m"] = beta_1 * st["m"] + (1 - beta_1) * g
             st["v"] = beta_2 * st["v"] + (1 - beta_2) * g * g
@@ -349,15 +358,20 @@ def numpy_shampoo(
                 out.append(x - lr * adam)
                 continue
             G = g.reshape(-1, x.shape[-1])
-            left = G @ G.T if st["L"].ndim == 2 else (G**2).sum(axis=1)
-            right = G.T @ G if st["R"].ndim == 2 else (G**2).sum(axis=0)
-            st["L"] = beta_2 * st["L"] + (1 - beta_2) * left
-            st["R"] = beta_2 * st["R"] + (1 - beta_2) * right
-            if iteration >= start and (iteration - start) % every == 0:
-                st["PL"], st["PR"] = inverse_root(st["L"]), inverse_root(st["R"])
             M = st["m"].reshape(G.shape)
-            D = st["PL"] @ M if st["PL"].ndim == 2 else st["PL"][:, None] * M
-            D = D @ st["PR"] if st["PR"].ndim == 2 else D * st["PR"][None, :]
+            D = np.zeros_like(G)
+            refresh = iteration >= start and (iteration - start) % every == 0
+            for b in st["blocks"]:
+                r, c = b["r"], b["c"]
+                Gb = G[r, c]
+                left = Gb @ Gb.T if b["L"].ndim == 2 else (Gb**2).sum(axis=1)
+                right = Gb.T @ Gb if b["R"].ndim == 2 else (Gb**2).sum(axis=0)
+                b["L"] = beta_2 * b["L"] + (1 - beta_2) * left
+                b["R"] = beta_2 * b["R"] + (1 - beta_2) * right
+                if refresh:
+                    b["PL"], b["PR"] = inverse_root(b["L"]), inverse_root(b["R"])
+                Db = b["PL"] @ M[r, c] if b["PL"].ndim == 2 else b["PL"][:, None] * M[r, c]
+                D[r, c] = Db @ b["PR"] if b["PR"].ndim == 2 else Db * b["PR"][None, :]
             if iteration >= start:
                 update = D * np.linalg.norm(adam) / np.linalg.norm(D)
                 out.append(x - lr * update.reshape(x.shape))
@@ -368,14 +382,20 @@ def numpy_shampoo(
     return step
 
 
-@pytest.mark.parametrize("exponent_override", [None, 2])
-def test_shampoo_matches_numpy_reference(exponent_override):
+@pytest.mark.parametrize(
+    "exponent_override, block_size, max_dim",
+    [(None, None, 6), (2, None, 6), (None, 3, 2)],
+    ids=["p4", "p2", "blocks_of_3"],
+)
+def test_shampoo_matches_numpy_reference(exponent_override, block_size, max_dim):
     # (5, 3): full L and R; (3,): Adam; (2, 2, 2, 3): rank 4, seen as (8, 3);
-    # (7, 2) with max_preconditioner_dim=6: diagonal L, full R.
+    # (7, 2): with max_preconditioner_dim=6, diagonal L and full R. With
+    # blocks of 3 and max_preconditioner_dim=2, blocks mix full and diagonal.
     shapes = SHAPES + [(7, 2)]
     settings = dict(
         lr=0.01, beta_1=0.9, beta_2=0.99, epsilon=1e-7, matrix_epsilon=1e-4,
-        every=3, start=2, max_dim=6, p=exponent_override or 4,
+        every=3, start=2, max_dim=max_dim, p=exponent_override or 4,
+        block=block_size,
     )
     initial, gradients = make_problem(shapes)
     optimizer = Shampoo(
@@ -386,7 +406,8 @@ def test_shampoo_matches_numpy_reference(exponent_override):
         matrix_epsilon=settings["matrix_epsilon"],
         precondition_every=settings["every"],
         start_preconditioning_step=settings["start"],
-        max_preconditioner_dim=settings["max_dim"],
+        max_preconditioner_dim=max_dim,
+        block_size=block_size,
         exponent_override=exponent_override,
     )
     steps = 9  # roots computed at iterations 2, 5, 8
@@ -394,8 +415,12 @@ def test_shampoo_matches_numpy_reference(exponent_override):
         run_keras(optimizer, initial, gradients, steps),
         run_numpy(numpy_shampoo(**settings), initial, gradients, steps),
     )
-    diagonal_left = optimizer._left_statistics[3]
-    assert tuple(diagonal_left.shape) == (7,)
+    if block_size is None:
+        diagonal_left = optimizer._left_statistics[optimizer._first_block[3]]
+        assert tuple(diagonal_left.shape) == (7,)
+    else:
+        # (5, 3) -> row blocks 3 + 2; (8, 3) -> 3 + 3 + 2; (7, 2) -> 3 + 3 + 1.
+        assert len(optimizer._left_statistics) == 2 + 3 + 3
 
 
 def test_shampoo_direction_differs_from_adam():

@@ -55,9 +55,14 @@ class Shampoo(keras.optimizers.Optimizer):
     channels. This keeps the exponent at -1/4 and avoids tiny `kh x kh`
     factors that carry little curvature information.
 
-    Cost: per step, two matrix products per variable (about twice Adam's
-    arithmetic for a square matrix); every `precondition_every` steps one
-    symmetric eigendecomposition per full statistic.
+    Large layers can be cut into blocks (`block_size`), each with its own
+    statistics and roots, as in Anil et al.; the grafting stays per layer.
+
+    Cost: per step, two products with the statistics per block; every
+    `precondition_every` steps one symmetric eigendecomposition per full
+    statistic, done in float64 so that a damped root of a badly conditioned
+    statistic stays accurate (on accelerators without float64, such as
+    TPUs, this optimizer does not run as is).
 
     Args:
         learning_rate: A float, a
@@ -80,6 +85,11 @@ class Shampoo(keras.optimizers.Optimizer):
             `10`.
         max_preconditioner_dim: Int, the largest dimension that gets a full
             statistic. Defaults to `1024`.
+        block_size: Int or `None`. If set, the matrix view is cut into
+            blocks of at most `block_size x block_size`, each preconditioned
+            on its own (Anil et al., Section 4): the roots cost
+            `O(block_size^3)` per block instead of `O(dim^3)`. Defaults to
+            `None` (one block).
         exponent_override: Int or `None`. Use `L^(-1/p)`, `R^(-1/p)` with
             this `p` instead of `p = 2 * rank = 4`. `p = 2` ("Shampoo^2")
             is the better Kronecker approximation of full-matrix Adagrad
@@ -110,6 +120,7 @@ class Shampoo(keras.optimizers.Optimizer):
         precondition_every=10,
         start_preconditioning_step=10,
         max_preconditioner_dim=1024,
+        block_size=None,
         exponent_override=None,
         name=None,
         **kwargs,
@@ -134,6 +145,12 @@ class Shampoo(keras.optimizers.Optimizer):
                 "`max_preconditioner_dim` must be >= 1. Received: "
                 f"{max_preconditioner_dim!r}"
             )
+        if block_size is not None and (
+            not isinstance(block_size, int) or block_size < 1
+        ):
+            raise ValueError(
+                f"`block_size` must be an integer >= 1 or None. Received: {block_size!r}"
+            )
         if exponent_override is not None and exponent_override <= 0:
             raise ValueError(
                 "`exponent_override` must be a positive root order p (the "
@@ -147,6 +164,7 @@ class Shampoo(keras.optimizers.Optimizer):
         self.precondition_every = precondition_every
         self.start_preconditioning_step = start_preconditioning_step
         self.max_preconditioner_dim = max_preconditioner_dim
+        self.block_size = block_size
         self.exponent_override = exponent_override
 
     @staticmethod
@@ -156,6 +174,15 @@ class Shampoo(keras.optimizers.Optimizer):
             return None
         return (math.prod(shape[:-1]), shape[-1])
 
+    def block_sizes(self, size):
+        """How one dimension of the matrix view is cut into blocks."""
+        if self.block_size is None or size <= self.block_size:
+            return [size]
+        sizes = [self.block_size] * (size // self.block_size)
+        if size % self.block_size:
+            sizes.append(size % self.block_size)
+        return sizes
+
     def build(self, var_list):
         if self.built:
             return
@@ -163,42 +190,45 @@ class Shampoo(keras.optimizers.Optimizer):
         self._momentums, self._velocities = self.add_optimizer_variables(
             var_list, ["momentum", "velocity"]
         )
+        # One (statistic, root) pair per side per block, all blocks of all
+        # variables in flat lists; `_first_block[i]` is variable i's offset.
         self._left_statistics, self._right_statistics = [], []
         self._left_roots, self._right_roots = [], []
+        self._first_block = []
         for variable in var_list:
             matrix = self.matrix_shape(variable.shape)
             if matrix is None or self._overwrite_variable_with_gradient(variable):
-                for factors in (
-                    self._left_statistics,
-                    self._right_statistics,
-                    self._left_roots,
-                    self._right_roots,
-                ):
-                    factors.append(None)
+                self._first_block.append(None)
                 continue
+            self._first_block.append(len(self._left_statistics))
             prefix = str(getattr(variable, "path", variable.name))
             prefix = prefix.replace("/", "_").replace(":", "_")
-            for side, size, statistics, roots in (
-                ("left", matrix[0], self._left_statistics, self._left_roots),
-                ("right", matrix[1], self._right_statistics, self._right_roots),
-            ):
-                full = size <= self.max_preconditioner_dim
-                shape = (size, size) if full else (size,)
-                statistics.append(
-                    self.add_variable(
-                        shape=shape,
-                        dtype=variable.dtype,
-                        name=f"{prefix}_{side}_statistics",
-                    )
-                )
-                roots.append(
-                    self.add_variable(
-                        shape=shape,
-                        initializer="identity" if full else "ones",
-                        dtype=variable.dtype,
-                        name=f"{prefix}_{side}_inverse_root",
-                    )
-                )
+            row_sizes = self.block_sizes(matrix[0])
+            col_sizes = self.block_sizes(matrix[1])
+            for i, rows in enumerate(row_sizes):
+                for j, cols in enumerate(col_sizes):
+                    block = f"_{i}_{j}" if len(row_sizes) * len(col_sizes) > 1 else ""
+                    for side, size, statistics, roots in (
+                        ("left", rows, self._left_statistics, self._left_roots),
+                        ("right", cols, self._right_statistics, self._right_roots),
+                    ):
+                        full = size <= self.max_preconditioner_dim
+                        shape = (size, size) if full else (size,)
+                        statistics.append(
+                            self.add_variable(
+                                shape=shape,
+                                dtype=variable.dtype,
+                                name=f"{prefix}_{side}_statistics{block}",
+                            )
+                        )
+                        roots.append(
+                            self.add_variable(
+                                shape=shape,
+                                initializer="identity" if full else "ones",
+                                dtype=variable.dtype,
+                                name=f"{prefix}_{side}_inverse_root{block}",
+                            )
+                        )
 
     def _accumulate(self, statistic, outer_product):
         if self.beta_2 == 1.0:
@@ -212,8 +242,8 @@ class Shampoo(keras.optimizers.Optimizer):
     def _inverse_root(self, statistic):
         dtype = statistic.dtype
         exponent = -1.0 / (self.exponent_override or _MATRIX_ROOT)
-        # eigh has no half-precision kernels, and float32 is what keeps a
-        # damped root of a badly conditioned statistic meaningful.
+        # float32 eigh loses the small eigenvalues that the damping is
+        # meant to keep (errors of order 1e-7 * lambda_max).
         compute_dtype = "float64"
         statistic = ops.cast(statistic, compute_dtype)
         if len(statistic.shape) == 1:
@@ -231,12 +261,33 @@ class Shampoo(keras.optimizers.Optimizer):
         )
         return ops.cast(root, dtype)
 
-    def _refresh_roots(self, index):
-        for statistics, roots in (
-            (self._left_statistics, self._left_roots),
-            (self._right_statistics, self._right_roots),
-        ):
-            self.assign(roots[index], self._inverse_root(statistics[index]))
+    def _refresh_roots(self, blocks):
+        for k in blocks:
+            self.assign(self._left_roots[k], self._inverse_root(self._left_statistics[k]))
+            self.assign(self._right_roots[k], self._inverse_root(self._right_statistics[k]))
+
+    def _accumulate_block(self, k, g):
+        """Adds block k's outer products of the gradient block `g`."""
+        left, right = self._left_statistics[k], self._right_statistics[k]
+        if len(left.shape) == 2:
+            self._accumulate(left, ops.matmul(g, ops.transpose(g)))
+        else:
+            self._accumulate(left, ops.sum(ops.square(g), axis=1))
+        if len(right.shape) == 2:
+            self._accumulate(right, ops.matmul(ops.transpose(g), g))
+        else:
+            self._accumulate(right, ops.sum(ops.square(g), axis=0))
+
+    def _apply_roots(self, k, m):
+        """Block k's Shampoo direction `L^(-1/p) m R^(-1/p)`."""
+        left_root, right_root = self._left_roots[k], self._right_roots[k]
+        if len(left_root.shape) == 2:
+            m = ops.matmul(left_root, m)
+        else:
+            m = m * ops.expand_dims(left_root, 1)
+        if len(right_root.shape) == 2:
+            return ops.matmul(m, right_root)
+        return m * ops.expand_dims(right_root, 0)
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
@@ -263,21 +314,30 @@ class Shampoo(keras.optimizers.Optimizer):
             m_hat, ops.add(ops.sqrt(v_hat), constant(self.epsilon, dtype))
         )
 
-        left_statistic = self._left_statistics[index]
-        if left_statistic is None:
+        first_block = self._first_block[index]
+        if first_block is None:
             self.assign_sub(variable, ops.multiply(lr, adam_step))
             return
-        right_statistic = self._right_statistics[index]
+
         rows, cols = self.matrix_shape(variable.shape)
+        row_sizes, col_sizes = self.block_sizes(rows), self.block_sizes(cols)
+        blocks = range(first_block, first_block + len(row_sizes) * len(col_sizes))
         g = ops.reshape(gradient, (rows, cols))
-        if len(left_statistic.shape) == 2:
-            self._accumulate(left_statistic, ops.matmul(g, ops.transpose(g)))
-        else:
-            self._accumulate(left_statistic, ops.sum(ops.square(g), axis=1))
-        if len(right_statistic.shape) == 2:
-            self._accumulate(right_statistic, ops.matmul(ops.transpose(g), g))
-        else:
-            self._accumulate(right_statistic, ops.sum(ops.square(g), axis=0))
+        momentum = ops.reshape(m, (rows, cols))
+
+        def tiles(x):
+            if len(blocks) == 1:
+                return [x]
+            row_offsets = [sum(row_sizes[:i]) for i in range(len(row_sizes))]
+            col_offsets = [sum(col_sizes[:j]) for j in range(len(col_sizes))]
+            return [
+                ops.slice(x, (r0, c0), (r, c))
+                for r0, r in zip(row_offsets, row_sizes)
+                for c0, c in zip(col_offsets, col_sizes)
+            ]
+
+        for k, g_tile in zip(blocks, tiles(g)):
+            self._accumulate_block(k, g_tile)
 
         iteration = self.iterations
         since_start = iteration - self.start_preconditioning_step
@@ -287,21 +347,22 @@ class Shampoo(keras.optimizers.Optimizer):
                 preconditioning,
                 ops.equal(ops.mod(since_start, self.precondition_every), 0),
             ),
-            lambda: self._refresh_roots(index),
+            lambda: self._refresh_roots(blocks),
             lambda: None,
         )
 
-        left_root = self._left_roots[index]
-        right_root = self._right_roots[index]
-        direction = ops.reshape(m, (rows, cols))
-        if len(left_root.shape) == 2:
-            direction = ops.matmul(left_root, direction)
+        directions = [self._apply_roots(k, t) for k, t in zip(blocks, tiles(momentum))]
+        if len(directions) == 1:
+            direction = directions[0]
         else:
-            direction = direction * ops.expand_dims(left_root, 1)
-        if len(right_root.shape) == 2:
-            direction = ops.matmul(direction, right_root)
-        else:
-            direction = direction * ops.expand_dims(right_root, 0)
+            per_row = len(col_sizes)
+            direction = ops.concatenate(
+                [
+                    ops.concatenate(directions[i : i + per_row], axis=1)
+                    for i in range(0, len(directions), per_row)
+                ],
+                axis=0,
+            )
 
         adam_norm = ops.sqrt(ops.sum(ops.square(adam_step)))
         direction_norm = ops.sqrt(ops.sum(ops.square(direction)))
@@ -325,6 +386,7 @@ class Shampoo(keras.optimizers.Optimizer):
                 "precondition_every": self.precondition_every,
                 "start_preconditioning_step": self.start_preconditioning_step,
                 "max_preconditioner_dim": self.max_preconditioner_dim,
+                "block_size": self.block_size,
                 "exponent_override": self.exponent_override,
             }
         )
