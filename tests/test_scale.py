@@ -31,6 +31,7 @@ def test_mirrored_on_two_logical_cpus_matches_single_device(tmp_path):
     assert abs(accuracy[0] - accuracy[1]) < 0.03, accuracy
 
 
+@pytest.mark.slow
 def test_multi_worker_with_two_processes_on_loopback(tmp_path):
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}

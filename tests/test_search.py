@@ -17,9 +17,10 @@ def _report(out):
 
 @pytest.mark.parametrize("tuner,extra", [
     ("random", ["--set", "search.max_trials=2"]),
-    ("grid", ["--set", "search.max_trials=2"]),
-    ("bayesian", ["--set", "search.max_trials=3"]),
-    ("hyperband", ["--set", "search.epochs=2", "--set", "search.hyperband_factor=2"]),
+    pytest.param("grid", ["--set", "search.max_trials=2"], marks=pytest.mark.slow),
+    pytest.param("bayesian", ["--set", "search.max_trials=3"], marks=pytest.mark.slow),
+    pytest.param("hyperband", ["--set", "search.epochs=2", "--set", "search.hyperband_factor=2"],
+                 marks=pytest.mark.slow),
 ])
 def test_each_tuner_finds_best_values_that_flow_into_training(tmp_path, tuner, extra):
     out = tmp_path / tuner
