@@ -251,8 +251,8 @@ def test_jit_compile_fit_matches_graph_fit(name):
 
 
 def test_gradient_noise_under_jit_compile():
-    # XLA's random kernels need not reproduce graph mode's draws, so check
-    # the plumbing without noise and that the noise is there with it.
+    # XLA's Philox does not reproduce the graph kernel's draws, so check the
+    # plumbing without noise, and that the noise is there with it.
     quiet = train(
         GradientNoise(keras.optimizers.Adam(0.01), eta=0.0), jit_compile=True
     )

@@ -5,6 +5,18 @@ from workbench.optimizers.wrapper import OptimizerWrapper
 from workbench.optimizers.wrapper import num_replicas_in_sync
 
 
+def standard_normal(shape, dtype, seed_generator):
+    """N(0, 1) samples drawn with the next seed of `seed_generator`."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # Philox by name: `keras.random.normal` leaves the choice to
+        # TensorFlow, whose pick under XLA on CPU is about 15x slower.
+        seed = ops.cast(ops.mod(seed_generator.next(), 2**31 - 2), "int32")
+        return tf.random.stateless_normal(shape, seed=seed, dtype=dtype, alg="philox")
+    return keras.random.normal(shape, dtype=dtype, seed=seed_generator)
+
+
 @keras.saving.register_keras_serializable(package="workbench")
 class GradientNoise(OptimizerWrapper):
     """Adds annealed Gaussian noise to the gradients of any optimizer.
@@ -94,9 +106,7 @@ class GradientNoise(OptimizerWrapper):
             if grad is None:
                 noisy.append(None)
                 continue
-            noise = keras.random.normal(
-                tuple(grad.shape), dtype=grad.dtype, seed=self._seed_generator
-            )
+            noise = standard_normal(tuple(grad.shape), grad.dtype, self._seed_generator)
             noisy.append(
                 ops.add(grad, ops.multiply(noise, ops.cast(stddev, grad.dtype)))
             )

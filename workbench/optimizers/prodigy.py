@@ -132,8 +132,8 @@ class Prodigy(keras.optimizers.Optimizer):
         self._momentums, self._velocities, self._s = self.add_optimizer_variables(
             var_list, ["momentum", "velocity", "s"]
         )
-        # Filled with the weights at the first update (see
-        # `_backend_update_step`), like the reference's lazy state.
+        # Filled with the weights at the first update (see `update_step`),
+        # like the reference's lazy state.
         self._initial_values = self.add_optimizer_variables(
             var_list, "initial_value"
         )
@@ -176,18 +176,7 @@ class Prodigy(keras.optimizers.Optimizer):
             dlr = dlr / (1.0 - ops.power(self.beta_1, step))
         return dlr
 
-    def _record_initial_values(self):
-        for x0, variable in zip(self._initial_values, self._trainable_variables):
-            if x0 is not None:
-                self.assign(x0, variable)
-
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        # Keras builds optimizers while tracing the train step, so x_0 is
-        # taken here, at the first update, not by an assignment in `build`
-        # (which would run on every step).
-        ops.cond(
-            ops.equal(self.iterations, 0), self._record_initial_values, lambda: None
-        )
         self.assign(self._numerator_increment, 0.0)
         self.assign(self._denominator, 0.0)
         # Phase 1: statistics of every variable, through the backend's
@@ -259,7 +248,12 @@ class Prodigy(keras.optimizers.Optimizer):
         else:
             s_rate = scaled_dlr
 
-        progress = ops.sum(ops.multiply(gradient, ops.subtract(x0, variable)))
+        # Keras builds optimizers while tracing the train step, so x_0 is
+        # taken at the first update rather than assigned in `build` (where the
+        # assignment would run on every step); a select is cheaper than a cond.
+        x0_value = ops.where(ops.equal(self.iterations, 0), variable, x0)
+        self.assign(x0, x0_value)
+        progress = ops.sum(ops.multiply(gradient, ops.subtract(x0_value, variable)))
         self.assign_add(
             self._numerator_increment,
             ops.cast(ops.multiply(scaled_dlr, progress), self.d.dtype),
