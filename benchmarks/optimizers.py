@@ -278,12 +278,17 @@ def tune(run, make_for_rate, grid, seeds):
     return best, tried
 
 
+def with_grid(rate, tried):
+    """The tuned result, with the median steps of every rate tried."""
+    grid = {f"{r:g}": t["median_steps"] for r, t in tried.items()}
+    return dict(tried[rate], rate=rate, grid=grid)
+
+
 def compare(run, grid, seeds):
     table = {}
     table["Adam, default rate 1e-3"] = evaluate(run, adam(1e-3), seeds)
-    rate, tried = tune(run, adam, grid, seeds)
-    adam_rate = rate
-    table[f"Adam, tuned rate {rate:g}"] = dict(tried[rate], grid={str(r): t["median_steps"] for r, t in tried.items()})
+    adam_rate, tried = tune(run, adam, grid, seeds)
+    table[f"Adam, tuned rate {adam_rate:g}"] = with_grid(adam_rate, tried)
     table["ScheduleFreeAdamW, default"] = evaluate(
         run, constant_rate(keras.optimizers.ScheduleFreeAdamW), seeds
     )
@@ -298,7 +303,7 @@ def compare(run, grid, seeds):
         rate, tried = tune(
             run, lambda r, f=factory: (lambda n: f(r, n)), rates, seeds
         )
-        candidates[f"{name}, rate {rate:g}"] = tried[rate]
+        candidates[f"{name}, rate {rate:g}"] = with_grid(rate, tried)
     shampoo_name = next(name for name in candidates if name.startswith("Shampoo,"))
     table[f"{shampoo_name} (tuned)"] = candidates[shampoo_name]
     best = min(candidates, key=lambda name: candidates[name]["median_steps"])
@@ -326,6 +331,11 @@ def print_timing(times_by_mode):
             row += f"{times[name]:14.2f}{times[name] / times['Adam (Keras)']:8.2f}"
         target = TIME_TARGETS.get(name)
         print(row + (f"{'<= ' + str(target):>9s}" if target else ""))
+    print(
+        "  Shampoo's refreshes are float64 eigendecompositions (512x512 for the dense"
+        " layer unless blocked);\n  under XLA on CPU they use XLA's own eigh, far"
+        " slower than LAPACK's, hence the XLA column."
+    )
 
 
 def print_convergence(title, table, candidates, limit, metric):
@@ -337,16 +347,31 @@ def print_convergence(title, table, candidates, limit, metric):
             for r in result["runs"]
         )
         print(f"{name:52s}{show_steps(result['median_steps'], limit):>14s}  {runs}")
+    for name, result in table.items():
+        if "grid" in result:
+            grid = ", ".join(f"{r}: {show_steps(n, limit)}" for r, n in result["grid"].items())
+            print(f"  {name.split(',')[0]} median steps by rate: {grid}")
     others = ", ".join(
         f"{name} {show_steps(r['median_steps'], limit)}" for name, r in candidates.items()
     )
-    print(f"  workbench candidates: {others}")
+    print(f"  all workbench candidates: {others}")
+
+
+def finite_or_none(value):
+    """JSON has no infinity: "never reached" (inf steps) becomes null."""
+    if isinstance(value, dict):
+        return {str(k): finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_json(path, payload):
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(payload, f, indent=2, default=lambda v: None if v == math.inf else v)
+        json.dump(finite_or_none(payload), f, indent=2)
         temporary = f.name
     os.replace(temporary, path)
 
@@ -375,7 +400,7 @@ def main(argv=None):
         return steps_to_loss(make, seed, condition_number, loss_target, squares_budget)
 
     digits_table, digits_candidates = compare(
-        digits_run, [3e-4, 1e-3, 3e-3, 1e-2], seeds
+        digits_run, [3e-4, 1e-3, 3e-3, 1e-2, 3e-2], seeds
     )
     print_convergence(
         f"(b1) digits CNN: steps to validation accuracy >= {accuracy_target} "
@@ -383,7 +408,7 @@ def main(argv=None):
         digits_table, digits_candidates, digits_budget, "best_accuracy",
     )
     squares_table, squares_candidates = compare(
-        squares_run, [1e-3, 1e-2, 3e-2, 1e-1, 3e-1], seeds
+        squares_run, [1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0], seeds
     )
     print_convergence(
         f"(b2) least squares, Hessian condition number {condition_number:g}: steps to "

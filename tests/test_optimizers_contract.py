@@ -345,6 +345,19 @@ def test_trains_the_same_under_mirrored_strategy(mirrored_run):
         assert result["moved"] > 1e-3, (name, result)
 
 
+@pytest.mark.parametrize(
+    "module",
+    ["adabelief", "gradient_noise", "lars", "lookahead", "prodigy", "radam", "shampoo"],
+)
+def test_docstring_example_runs(module):
+    import doctest
+    import importlib
+
+    module = importlib.import_module(f"workbench.optimizers.{module}")
+    result = doctest.testmod(module, raise_on_error=True)
+    assert result.attempted > 0
+
+
 def mirrored_main():
     import tensorflow as tf
 
