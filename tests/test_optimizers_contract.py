@@ -199,12 +199,14 @@ def test_clipnorm_clips_each_gradient_before_the_update(name):
     grads = [10 * rng.normal(size=(6, 4)), 10 * rng.normal(size=(4,))]
     clipped = [g * clip / max(np.linalg.norm(g), clip) for g in grads]
 
-    make = FACTORIES[name]
     if name == "GradientNoise":
         # The noise goes in before the inner optimizer clips; without noise
         # the two runs below must agree exactly.
         def make(**base):
             return GradientNoise(keras.optimizers.Adam(0.01, **base), eta=0.0)
+
+    else:
+        make = FACTORIES[name]
 
     results = []
     for optimizer, gradients in (

@@ -1,5 +1,6 @@
 """Helpers shared by the optimizers."""
 
+import keras
 from keras import ops
 
 
@@ -14,3 +15,11 @@ def constant(value, dtype):
         return ops.convert_to_tensor(value, dtype=dtype)
     return ops.cast(value, dtype)
 
+
+def num_replicas_in_sync():
+    """Number of replicas whose gradients are summed into one update."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().num_replicas_in_sync
+    return 1

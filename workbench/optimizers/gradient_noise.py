@@ -1,8 +1,8 @@
 import keras
 from keras import ops
 
+from workbench.optimizers.common import num_replicas_in_sync
 from workbench.optimizers.wrapper import OptimizerWrapper
-from workbench.optimizers.wrapper import num_replicas_in_sync
 
 
 def standard_normal(shape, dtype, seed_generator):

@@ -3,7 +3,6 @@ from keras import ops
 
 from workbench.optimizers.common import constant
 from workbench.optimizers.wrapper import OptimizerWrapper
-from workbench.optimizers.wrapper import is_multiple
 
 
 @keras.saving.register_keras_serializable(package="workbench")
@@ -98,7 +97,7 @@ class Lookahead(OptimizerWrapper):
         # than in `build` matters: Keras builds the optimizer while tracing
         # the train step, where a copy would run on every batch.
         ops.cond(
-            is_multiple(self._iterations, self._batches_per_period()),
+            ops.equal(ops.mod(self._iterations, self._batches_per_period()), 0),
             self._start_period,
             lambda: None,
         )
@@ -106,7 +105,7 @@ class Lookahead(OptimizerWrapper):
     def after_inner_apply(self):
         self._iterations.assign_add(1)
         ops.cond(
-            is_multiple(self._iterations, self._batches_per_period()),
+            ops.equal(ops.mod(self._iterations, self._batches_per_period()), 0),
             self._synchronise,
             lambda: None,
         )

@@ -87,13 +87,14 @@ class Shampoo(keras.optimizers.Optimizer):
             statistic. Defaults to `1024`.
         block_size: Int or `None`. If set, the matrix view is cut into
             blocks of at most `block_size x block_size`, each preconditioned
-            on its own (Anil et al., Section 4): the roots cost
+            on its own (as in Anil et al.): the roots cost
             `O(block_size^3)` per block instead of `O(dim^3)`. Defaults to
             `None` (one block).
         exponent_override: Int or `None`. Use `L^(-1/p)`, `R^(-1/p)` with
             this `p` instead of `p = 2 * rank = 4`. `p = 2` ("Shampoo^2")
             is the better Kronecker approximation of full-matrix Adagrad
-            ([Morwani et al., 2024](https://arxiv.org/abs/2406.17748)); with
+            (Morwani et al., 2024, "A New Perspective on Shampoo's
+            Preconditioner"); with
             grafting the overall scale stays Adam's either way. Defaults to
             `None`.
         **kwargs: The `keras.optimizers.Optimizer` arguments: `name`,

@@ -3,7 +3,6 @@
 import copy
 
 import keras
-from keras import ops
 
 # Arguments of `keras.optimizers.Optimizer` that a wrapper does not take
 # itself: they belong to the inner optimizer, which does the clipping,
@@ -36,9 +35,10 @@ _INNER_ONLY_DEFAULTS = {
 class OptimizerWrapper(keras.optimizers.Optimizer):
     """Base class for optimizers that transform another optimizer's step.
 
-    The shape follows `keras.optimizers.LossScaleOptimizer`: the wrapper owns
-    only its own state, and `variables`, `iterations`, `learning_rate`,
-    loss scaling and EMA finalisation are those of the inner optimizer. The
+    The shape follows `keras.optimizers.LossScaleOptimizer`: `iterations`,
+    `learning_rate`, loss scaling and EMA finalisation are the inner
+    optimizer's, and `variables` lists the wrapper's own state followed by the
+    inner optimizer's (so both are saved with the model). The
     inner optimizer keeps its whole pipeline (gradient clipping, weight
     decay, gradient accumulation, EMA, tf.distribute handling), so any Keras
     optimizer can be wrapped without re-implementing it.
@@ -187,16 +187,3 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         )
         return cls(inner_optimizer, **config)
 
-
-def num_replicas_in_sync():
-    """Number of replicas whose gradients are summed into one update."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.distribute.get_strategy().num_replicas_in_sync
-    return 1
-
-
-def is_multiple(count, period):
-    """`count % period == 0` as a boolean tensor."""
-    return ops.equal(ops.mod(count, period), 0)
