@@ -295,6 +295,26 @@ def test_wrappers_reject_arguments_that_belong_to_the_inner_optimizer():
     assert isinstance(Lookahead("adam").inner_optimizer, keras.optimizers.Adam)
 
 
+def test_wrappers_compose_and_round_trip(tmp_path):
+    def stack(eta):
+        return Lookahead(
+            GradientNoise(keras.optimizers.SGD(0.1), eta=eta, seed=3), sync_period=2
+        )
+
+    quiet, plain = train(stack(0.0)), train(Lookahead(keras.optimizers.SGD(0.1), sync_period=2))
+    assert_weights_close(quiet.get_weights(), plain.get_weights())
+
+    model = train(stack(0.01))
+    model.save(tmp_path / "stacked.keras")
+    loaded = keras.models.load_model(tmp_path / "stacked.keras")
+    inner = loaded.optimizer.inner_optimizer
+    assert isinstance(inner, GradientNoise)
+    assert isinstance(inner.inner_optimizer, keras.optimizers.SGD)
+    train(None, model=model)
+    train(None, model=loaded)
+    assert_weights_close(loaded.get_weights(), model.get_weights())
+
+
 def test_wrapper_learning_rate_is_the_inner_one():
     inner = keras.optimizers.Adam(0.01)
     wrapped = Lookahead(inner)
