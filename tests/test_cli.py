@@ -127,3 +127,19 @@ def test_recipe_file_whose_builder_takes_data_info(cli, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert list(report["stages"]) == ["train", "evaluate"]
     assert report["stages"]["evaluate"]["test_accuracy"] > 0.5
+
+
+def test_a_saved_model_with_workbench_objects_reloads_in_a_new_process(cli, tmp_path):
+    first = tmp_path / "first"
+    trained = cli("digits", "--stages", "train", "--epochs", "1", "--quiet",
+                  "--set", "optimizer=lookahead", "--set", "optimizer_config.inner=shampoo",
+                  "--set", "regularizer=group_lasso", "--set", "regularizer_config.strength=1e-5",
+                  "--out", first)
+    assert trained.returncode == 0, trained.stderr
+    second = tmp_path / "second"
+    reused = cli("digits", "--model", first / "model.keras", "--stages", "evaluate,export,verify",
+                 "--set", "export.formats=float32", "--quiet", "--out", second)
+    assert reused.returncode == 0, reused.stderr
+    report = json.loads((second / "report.json").read_text())
+    assert report["stages"]["verify"]["float32"]["accuracy"] == pytest.approx(
+        report["stages"]["evaluate"]["test_accuracy"], abs=1e-6)

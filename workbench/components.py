@@ -182,6 +182,14 @@ def optimizer_for(recipe, steps_per_epoch):
                            learning_rate_for(recipe, steps_per_epoch))
 
 
+def load_model(path):
+    """`keras.models.load_model` in safe mode, with every workbench class registered first (a
+    saved model may hold a workbench optimizer, schedule, regularizer or callback state)."""
+    for registry in (OPTIMIZERS, SCHEDULES, REGULARIZERS, CALLBACKS):
+        registry.table  # importing the modules registers their classes with Keras
+    return keras.models.load_model(path, safe_mode=True)
+
+
 def apply_regularizer(model, name, config):
     """Put a fresh regularizer (by name) on the kernel of every layer that has one (Dense, Conv,
     ...), after the model is built: Keras adds each variable's penalty to the training loss, and

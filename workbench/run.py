@@ -131,15 +131,14 @@ def make_context(recipe, args):
     data = load_data(recipe.data, seed=recipe.seed, **recipe.data_options)
     from workbench.stages import PREFLIGHT
 
-    if args.model is None or "train" in recipe.stages:
-        components.check_names(recipe, math.ceil(len(data.x_train) / recipe.batch_size))
+    components.check_names(recipe, math.ceil(len(data.x_train) / recipe.batch_size))
     for stage in recipe.stages:
         if stage in PREFLIGHT:
             PREFLIGHT[stage](recipe, data.info)
     model = None
     if args.model is not None:
         try:
-            model = keras.models.load_model(args.model, safe_mode=True)
+            model = components.load_model(args.model)
         except (ValueError, OSError) as error:
             raise WorkbenchError(f"--model '{args.model}' is not a loadable .keras model: {error}")
     previous_report = {}

@@ -150,7 +150,7 @@ def _reuse_finished_training(ctx):
     previous = ctx.previous_report.get("stages", {}).get("train", {})
     if not (ctx.resuming and saved.is_file() and previous.get("model_path")):
         return False
-    ctx.model = keras.models.load_model(saved, safe_mode=True)
+    ctx.model = components.load_model(saved)
     ctx.history = ctx.previous_report.get("history", {})
     ctx.results["train"] = {k: v for k, v in previous.items() if k != "seconds"}
     ctx.say(f"  training had finished before the interruption; using {saved}")
