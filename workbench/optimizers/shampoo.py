@@ -89,7 +89,8 @@ class Shampoo(keras.optimizers.Optimizer):
             blocks of at most `block_size x block_size`, each preconditioned
             on its own (as in Anil et al.): the roots cost
             `O(block_size^3)` per block instead of `O(dim^3)`. Defaults to
-            `None` (one block).
+            `128`, which keeps a step within about 1.5x Adam's on the CPU;
+            `None` gives one block per dimension.
         exponent_override: Int or `None`. Use `L^(-1/p)`, `R^(-1/p)` with
             this `p` instead of `p = 2 * rank = 4`. `p = 2` ("Shampoo^2")
             is the better Kronecker approximation of full-matrix Adagrad
@@ -121,7 +122,7 @@ class Shampoo(keras.optimizers.Optimizer):
         precondition_every=10,
         start_preconditioning_step=10,
         max_preconditioner_dim=1024,
-        block_size=None,
+        block_size=128,
         exponent_override=None,
         name=None,
         **kwargs,
