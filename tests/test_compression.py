@@ -38,7 +38,7 @@ def _model():
     inputs = keras.Input((6, 6, 1))
     x = keras.layers.Conv2D(8, 3, activation="relu", name="conv_in")(inputs)  # 1 input channel
     x = keras.layers.Conv2D(8, 3, activation="relu", name="conv_mid")(x)
-    x = keras.layers.Flatten()(x)
+    x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(16, activation="relu", name="hidden")(x)
     outputs = keras.layers.Dense(3, activation="softmax", name="out")(x)
     return keras.Model(inputs, outputs, name="small_cnn")
@@ -305,7 +305,8 @@ def test_cli_digits_compress_fast_run(tmp_path):
     layer_sparsity = report["stages"]["prune"]["layer_sparsity"]
     assert all(f == pytest.approx(0.8, abs=0.01) for f in layer_sparsity.values())
     verified = report["stages"]["verify"]
-    assert set(verified) - {"seconds"} == {"int8", "pruned_int8", "pqat_int8"}
+    assert set(verified) - {"seconds"} == {"float32", "int8", "pruned_float32", "pruned_int8",
+                                           "pqat_int8"}
     assert verified["int8"]["weight_sparsity"] < 0.1
     assert verified["pqat_int8"]["weight_sparsity"] >= 0.79
     assert verified["pqat_int8"]["gzip_bytes"] < 0.5 * verified["int8"]["gzip_bytes"]
