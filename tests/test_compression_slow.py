@@ -55,7 +55,8 @@ def test_cli_runs_distill_cluster_and_post_training_quantization(tmp_path):
                      "--set", "quantize.mode=ptq_float16", "--set", "cluster.clusters=8")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
-    assert list(report["exports"]) == ["student_int8", "clustered_int8", "ptq_float16"]
+    assert list(report["exports"]) == ["student_float32", "student_int8", "clustered_float32",
+                                       "clustered_int8", "ptq_float16"]
     stages = report["stages"]
     assert stages["distill"]["parameters"] < stages["distill"]["teacher_parameters"]
     assert max(stages["cluster"]["unique_values"].values()) <= 8
