@@ -506,11 +506,10 @@ def test_untranslatable_layers_are_all_named_before_anything_is_built():
     [
         (lambda: layers.LayerNormalization(rms_scaling=True), "rms_scaling"),
         (lambda: layers.Activation("hard_sigmoid"), "hard_sigmoid"),
-        (lambda: layers.Dense(2, kernel_regularizer=Smoothness()), "test_bridge>Smoothness"),
         (lambda: layers.ZeroPadding1D(1, data_format="channels_first"), "data_format"),
         (lambda: layers.Dense(2, dtype="int8_from_float32"), "dtype"),
     ],
-    ids=["rms_scaling", "hard_sigmoid", "custom_regularizer", "zero_padding_1d_nchw", "int8"],
+    ids=["rms_scaling", "hard_sigmoid", "zero_padding_1d_nchw", "int8"],
 )
 @pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`")
 def test_arguments_without_equivalent_are_refused(make_layer, fragment):
@@ -519,6 +518,40 @@ def test_arguments_without_equivalent_are_refused(make_layer, fragment):
     with pytest.raises(UntranslatableLayerError, match=fragment) as caught:
         to_tf_keras(model)
     assert caught.value.layer_name == layer.name
+
+
+class Unregistered(keras.regularizers.Regularizer):
+    def __call__(self, x):
+        return keras.ops.sum(x)
+
+
+def test_custom_regularizers_are_carried_to_the_twin_and_back():
+    from workbench.regularizers import GroupLasso
+
+    model = keras.Sequential([keras.Input((6,)),
+                              layers.Dense(5, kernel_regularizer=Smoothness(), name="smooth"),
+                              layers.Dense(3, kernel_regularizer=GroupLasso(0.1), name="groups")])
+    twin = to_tf_keras(model)
+    np.testing.assert_allclose(sorted(float(v) for v in twin.losses),
+                               sorted(float(v) for v in model.losses), rtol=1e-6)
+    back = from_tf_keras(twin)
+    assert isinstance(back.get_layer("groups").kernel_regularizer, GroupLasso)
+    assert isinstance(back.get_layer("smooth").kernel_regularizer, Smoothness)
+    np.testing.assert_allclose(sorted(float(v) for v in back.losses),
+                               sorted(float(v) for v in model.losses), rtol=1e-6)
+    with legacy_keras_environment() as tfmot:
+        pruned = tfmot.sparsity.keras.prune_low_magnitude(
+            to_tf_keras(model), pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
+        stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    assert len(stripped.losses) == 2
+
+
+def test_an_unregistered_custom_regularizer_is_refused():
+    model = keras.Sequential([keras.Input((4,)), layers.Dense(2, kernel_regularizer=Unregistered(),
+                                                              name="plain")])
+    with pytest.raises(UntranslatableLayerError, match="Unregistered") as caught:
+        to_tf_keras(model)
+    assert caught.value.layer_name == "plain"
 
 
 def test_raw_ops_in_the_graph_are_refused():

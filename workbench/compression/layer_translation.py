@@ -16,6 +16,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from workbench.compression import custom_regularizers
+
 
 class TranslationProblem(Exception):
     """One reason a layer cannot be rebuilt on the other side; collected, then reported at once."""
@@ -398,6 +400,10 @@ def _translate_object(key, value, to_tf_keras, target):
             return getattr(getattr(target, kind), class_name)(**config)
         except (TypeError, ValueError) as error:
             raise TranslationProblem(f"{key}: {class_name}{config} was rejected: {error}") from None
+    if key.endswith("regularizer"):
+        carried = custom_regularizers.translate(value, to_tf_keras)
+        if carried is not None:
+            return carried
     raise TranslationProblem(
         f"{key} is {registered or class_name!r} (module {value.get('module')!r}), which is not a "
         f"built-in object the bridge can translate"
