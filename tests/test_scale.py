@@ -91,6 +91,8 @@ def test_training_killed_mid_run_resumes_from_its_last_epoch(tmp_path):
     assert f"Epoch {resumed_from}/12" not in resumed.stdout
     assert _report(out)["stages"]["evaluate"]["test_accuracy"] > 0.9
     assert not (out / "backup").exists(), "the backup is removed once training finishes"
+    # The curves cover the whole training, the epochs before the interruption included.
+    assert len(_report(out)["history"]["loss"]) == 12
 
 
 def test_resume_after_training_finished_reuses_the_model(tmp_path):

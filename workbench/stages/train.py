@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 
@@ -124,6 +125,8 @@ def fit(ctx, extra_callbacks=(), backup=False):
         callbacks.insert(0, components.CALLBACKS.build("backup_and_restore", {
             "backup_dir": str(ctx.run_dir / "backup"), "double_checkpoint": True,
             "min_interval_seconds": recipe.backup_interval_seconds}))
+        # Per-epoch metrics on disk, so a resumed run's curves start at epoch 1.
+        callbacks.append(keras.callbacks.CSVLogger(str(ctx.run_dir / "history.csv"), append=True))
     history = keras.callbacks.History()
     history.history, history.epoch = {}, []
     for start, end, batch in phases:
@@ -157,15 +160,26 @@ def _reuse_finished_training(ctx):
     return True
 
 
+def _epochs_before(ctx, key, resumed_from):
+    """`key`'s values for the epochs an interrupted run finished before `resumed_from`."""
+    path = ctx.run_dir / "history.csv"
+    if not resumed_from or not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) < resumed_from]
+    return [float(row[key]) for row in rows if row.get(key) not in (None, "")]
+
+
 def train(ctx):
     if _reuse_finished_training(ctx):
         return ctx
     model, history, callbacks = fit(ctx, backup=True)
     lr_log = next(c for c in callbacks if isinstance(c, LearningRateLog))
     ctx.model = model
-    ctx.history = {k: [float(v) for v in values] for k, values in history.history.items()}
-    ctx.learning_rates = lr_log.values
     resumed_from = int(getattr(model, "_initial_epoch", 0) or 0)
+    ctx.history = {key: _epochs_before(ctx, key, resumed_from) + [float(v) for v in values]
+                   for key, values in history.history.items()}
+    ctx.learning_rates = lr_log.values
     results = {**ctx.results.get("train", {}),
                "epochs_run": resumed_from + len(history.epoch), "resumed_from_epoch": resumed_from,
                "steps": int(model.optimizer.iterations.numpy()),
