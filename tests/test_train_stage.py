@@ -1,6 +1,7 @@
 """Train-stage features selected from a recipe: lr_find, batch-size growth, schedules on plateau."""
 
 import json
+import math
 
 import pytest
 
@@ -54,3 +55,17 @@ def test_plateau_reduction_with_a_schedule_scales_the_schedule(cli, tmp_path):
     # The loss of the reduced run shows the smaller steps were really taken.
     assert _report(tmp_path / "reduced")["history"]["loss"][-1] > \
         _report(tmp_path / "plain")["history"]["loss"][-1]
+
+
+def test_a_diverging_run_stops_with_a_reason_and_keeps_good_weights(cli, tmp_path):
+    out = tmp_path / "run"
+    result = cli("digits", "--stages", "train,evaluate", "--epochs", "4", "--set", "optimizer=sgd",
+                 "--set", "learning_rate=1e4", "--set", "early_stopping.enabled=false",
+                 "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "stopped early: training loss became" in result.stdout
+    report = _report(out)
+    assert report["stages"]["train"]["epochs_run"] < 4
+    assert "restored" in report["stages"]["train"]["stop_reason"]
+    # The kept weights are finite: evaluation gives a real loss, not NaN.
+    assert math.isfinite(report["stages"]["evaluate"]["test_loss"])

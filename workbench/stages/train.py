@@ -64,10 +64,12 @@ def standard_callbacks(recipe, ctx):
     """Early stopping, learning rate on plateau, TensorBoard, and the learning-rate log."""
     callbacks = []
     stopping = recipe.early_stopping
-    if stopping.enabled:
-        callbacks.append(components.CALLBACKS.build("early_stopping", {
-            "monitor": stopping.monitor, "patience": stopping.patience,
-            "min_delta": stopping.min_delta, "restore_best_weights": True}))
+    # Always present: with early stopping off it never stops for patience and keeps the final
+    # weights, but a NaN/inf loss still stops training with the last good weights.
+    callbacks.append(components.CALLBACKS.build("early_stopping", {
+        "monitor": stopping.monitor, "min_delta": stopping.min_delta,
+        "patience": stopping.patience if stopping.enabled else recipe.epochs + 1,
+        "restore_best_weights": stopping.enabled}))
     plateau = recipe.plateau
     if plateau.enabled:
         callbacks.append(components.CALLBACKS.build("reduce_lr_on_plateau", {
@@ -193,6 +195,7 @@ def train(ctx):
     reasons = [c.stop_reason for c in callbacks if getattr(c, "stop_reason", None)]
     if reasons:
         results["stop_reason"] = reasons[0]
+        ctx.say(f"  stopped early: {reasons[0]}")
     with ctx.run_dir.atomic("model.keras") as temp:
         # Keras insists on the .keras suffix, which the temporary name keeps.
         model.save(str(temp))
