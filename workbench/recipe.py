@@ -40,7 +40,9 @@ class Recipe:
         model: builder `fn(hp)` (or `fn(hp, data_info)`) returning an uncompiled Keras model; `hp`
             is a `keras_tuner.HyperParameters`, so the same builder serves training and search.
         data: `"digits"` (scikit-learn's bundled 8x8 digits) or a path to a `.npz` file.
-        data_options: options for the data loader (`val_fraction`, `test_fraction`).
+        data_options: options for the data loader (`val_fraction`, `test_fraction`, ...).
+        task: multiclass, binary, multilabel, regression or language_model; `None` infers it
+            from the data. The task chooses the default loss, metrics and monitors.
         optimizer: optimizer name (Keras' own or a workbench one, e.g. `"adam"`, `"shampoo"`).
         optimizer_config: keyword arguments for the optimizer.
         learning_rate: base learning rate (the schedule's initial rate when a schedule is set).
@@ -69,6 +71,7 @@ class Recipe:
     description: str = ""
     data: str = "digits"
     data_options: dict = field(default_factory=dict)
+    task: Optional[str] = None
     optimizer: str = "adam"
     optimizer_config: dict = field(default_factory=dict)
     learning_rate: float = 1e-3

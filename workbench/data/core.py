@@ -1,0 +1,95 @@
+"""What every data source produces: three `tf.data` pipelines of single examples and a `DataInfo`.
+
+Batching, shuffling and prefetching happen in one place, `Data.batches`, so every stage sees the
+data the same way and nothing holds a whole split in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+TASKS = ("multiclass", "binary", "multilabel", "regression", "language_model")
+
+
+@dataclass
+class DataInfo:
+    """What a model builder (and every stage) needs to know about the data.
+
+    Args:
+        name: short name of the data set (for the report).
+        task: one of `TASKS`.
+        input_shape: shape of one example's input, without the batch dimension (a dict of shapes
+            for inputs with several named features).
+        input_dtype: dtype of the input (`"float32"`, `"int32"`, `"string"`, or a dict).
+        num_classes: classes (multiclass, binary: 2) or labels (multilabel); `None` otherwise.
+        num_targets: regression outputs; `None` otherwise.
+        class_names: names of the classes or labels, in label order, where known.
+        vocabulary_size: token vocabulary for text and language models.
+        sizes: examples per split (`train`, `val`, `test`), where known.
+        fingerprint: a hash of the data's content and split, for the report.
+        source: the `data` setting it came from.
+        preprocessing: a Keras layer or model that turns raw inputs into what `input_shape`
+            describes, adapted on the training split (`None` when inputs are used as they are).
+    """
+
+    name: str
+    task: str
+    input_shape: Any
+    input_dtype: Any = "float32"
+    num_classes: Optional[int] = None
+    num_targets: Optional[int] = None
+    class_names: Optional[list] = None
+    vocabulary_size: Optional[int] = None
+    sizes: dict = field(default_factory=dict)
+    fingerprint: str = ""
+    source: str = ""
+    preprocessing: Any = None
+
+    @property
+    def output_units(self) -> int:
+        """Units of the model's last layer for this task."""
+        if self.task == "binary":
+            return 1
+        if self.task == "regression":
+            return self.num_targets or 1
+        if self.task == "language_model":
+            return self.vocabulary_size
+        return self.num_classes
+
+
+@dataclass
+class Data:
+    """Train/validation/test pipelines of unbatched `(x, y)` examples, and what they hold."""
+
+    train: Any
+    val: Any
+    test: Any
+    info: DataInfo
+
+    def sizes(self):
+        return dict(self.info.sizes)
+
+    def split(self, name):
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def batches(self, split, batch_size, shuffle=False, seed=0, repeat=False, drop_remainder=False):
+        """`split` ("train", "val" or "test") batched and prefetched; shuffled every epoch with
+        `shuffle` (through a buffer, so memory does not grow with the data set's size)."""
+        import tensorflow as tf
+
+        dataset = self.split(split)
+        if shuffle:
+            dataset = dataset.shuffle(shuffle_buffer(self.info.sizes.get(split)), seed=seed,
+                                      reshuffle_each_iteration=True)
+        if repeat:
+            dataset = dataset.repeat()
+        return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+SHUFFLE_BUFFER = 10_000
+
+
+def shuffle_buffer(size):
+    """A full shuffle for small splits, a bounded buffer for large ones."""
+    return max(1, min(size or SHUFFLE_BUFFER, SHUFFLE_BUFFER))
