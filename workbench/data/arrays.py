@@ -1,131 +1,184 @@
-"""Data sets: loaded into train/validation/test splits, fed to Keras as `tf.data` pipelines.
+"""Sources that arrive as arrays: scikit-learn's bundled data sets and `.npz` files.
 
-Sources:
-- `"digits"`: the 8x8 handwritten digits that scikit-learn ships inside its wheel (1,797 images,
-  10 classes); no network needed.
-- a path to a `.npz` file with either `x_train, y_train, x_test, y_test` (and optionally
-  `x_val, y_val`) or just `x, y`, which are then split like digits.
+- `digits`: the 8x8 handwritten digits scikit-learn ships (1,797 images, 10 classes).
+- `sklearn:breast_cancer` (binary), `sklearn:wine`, `sklearn:iris` (multi-class),
+  `sklearn:diabetes` (regression): the tables scikit-learn ships inside its wheel.
+- a `.npz` file with `x, y` (split here) or `x_train, y_train, x_test, y_test` (optionally
+  `x_val, y_val`).
 
-The split is stratified and fixed by the seed, so the same seed always gives the same examples.
+These are already in memory when they arrive (that is what an array is); from here on they are
+`tf.data` pipelines like every other source. Splits are stratified for classes, fixed by the seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from workbench.errors import WorkbenchError
+from workbench.data.checks import LabelStats, check_labels, count_nonfinite, split_assignment
+from workbench.data.core import Data, DataInfo
+from workbench.errors import WorkbenchError, suggest
+from workbench.tasks import get_task
+
+SKLEARN_TABLES = {
+    "breast_cancer": "load_breast_cancer",
+    "wine": "load_wine",
+    "iris": "load_iris",
+    "diabetes": "load_diabetes",
+}
 
 
-@dataclass
-class DataInfo:
-    """What a model builder needs to know about the data."""
-
-    name: str
-    input_shape: tuple
-    num_classes: int
-
-
-@dataclass
-class DataSplits:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    info: DataInfo
-
-    def sizes(self):
-        return {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test)}
+def _check_x(x, where):
+    if x.ndim < 2:
+        raise WorkbenchError(f"{where}: expected inputs of shape (N, ...), got {x.shape}")
+    if not (np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.bool_)):
+        raise WorkbenchError(f"{where}: inputs of dtype {x.dtype} are not numbers")
+    bad = count_nonfinite(x)
+    if bad:
+        raise WorkbenchError(f"{where}: {bad} input value(s) are NaN or infinite "
+                             f"(of {x.size}); clean or impute them first")
 
 
-def _split(x, y, seed, val_fraction, test_fraction):
-    from sklearn.model_selection import train_test_split
-
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=val_fraction / (1.0 - test_fraction), random_state=seed,
-        stratify=y_rest)
-    return x_train, y_train, x_val, y_val, x_test, y_test
+def _labels_for_task(y, task):
+    if task in ("multiclass", "binary"):
+        return y.reshape(len(y)).astype("int32")
+    y = y.astype("float32")
+    if task == "regression" and y.ndim == 1:
+        return y[:, None]
+    return y.reshape(len(y), -1)
 
 
-def load_digits(seed=0, val_fraction=0.1, test_fraction=0.2):
-    """scikit-learn's bundled digits as (N, 8, 8, 1) float32 images in [0, 1] and int labels."""
+def resolve_task(stats: LabelStats, task, where):
+    """The recipe's task, or the one the labels imply."""
+    if task is None:
+        return stats.infer_task()
+    get_task(task)
+    if task == "language_model":
+        raise WorkbenchError(f"{where} is not a text corpus; task 'language_model' needs "
+                             "data=stdlib, a text file or a folder of text files")
+    return task
+
+
+def fingerprint_arrays(*arrays):
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def feature_moments(x):
+    """Per-feature mean and variance of 2-D numeric inputs (for a `Normalization` layer)."""
+    if x.ndim != 2:
+        return None, None
+    return x.mean(axis=0).astype("float32"), x.var(axis=0).astype("float32")
+
+
+def from_arrays(x, y, *, name, source, seed, task, val_fraction=0.1, test_fraction=0.2,
+                presplit=None, class_names=None, where=None):
+    """Check `x, y`, split them (or take `presplit` indices) and wrap the splits as pipelines.
+
+    `presplit`: optional split codes (0 train, 1 val, 2 test) per example."""
+    import tensorflow as tf
+
+    where = where or source
+    x, y = np.asarray(x), np.asarray(y)
+    _check_x(x, f"'{where}' x")
+    if y.ndim == 0 or len(x) != len(y):
+        raise WorkbenchError(f"'{where}': x has {len(x)} examples but y has "
+                             f"{y.shape[0] if y.ndim else 0} labels")
+    stats = LabelStats()
+    stats.add_batch(y)
+    task = resolve_task(stats, task, f"'{where}'")
+    num_classes = None
+    if task in ("multiclass", "binary"):
+        num_classes = len(class_names) if class_names else int(stats.maximum) + 1
+        if task == "binary":
+            num_classes = 2
+    check_labels(stats, task, f"'{where}' y", num_classes)
+    if task == "multilabel":
+        num_classes = stats.width
+    y = _labels_for_task(y, task)
+    x = x.astype("float32")
+    if presplit is None:
+        stratify = y if task in ("multiclass", "binary") else None
+        presplit = split_assignment(len(x), seed, val_fraction, test_fraction, stratify,
+                                    where=f"'{where}'")
+    parts = [(x[presplit == code], y[presplit == code]) for code in (0, 1, 2)]
+    sizes = dict(zip(("train", "val", "test"), (len(p[0]) for p in parts)))
+    mean, variance = feature_moments(parts[0][0])
+    info = DataInfo(
+        name=name, task=task, input_shape=tuple(x.shape[1:]), input_dtype="float32",
+        num_classes=num_classes, num_targets=y.shape[1] if task == "regression" else None,
+        class_names=list(class_names) if class_names is not None else None, sizes=sizes,
+        fingerprint=fingerprint_arrays(x, y, presplit), source=source, input_mean=mean,
+        input_variance=variance)
+    splits = [tf.data.Dataset.from_tensor_slices(part) for part in parts]
+    return Data(*splits, info=info)
+
+
+def load_digits(seed=0, task=None, val_fraction=0.1, test_fraction=0.2):
+    """scikit-learn's bundled digits as (8, 8, 1) float32 images in [0, 1] and int labels."""
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
     x = (bunch.images.astype("float32") / 16.0)[..., None]
-    y = bunch.target.astype("int32")
-    parts = _split(x, y, seed, val_fraction, test_fraction)
-    return DataSplits(*parts, info=DataInfo("digits", x.shape[1:], 10))
+    return from_arrays(x, bunch.target.astype("int32"), name="digits", source="digits",
+                       seed=seed, task=task, val_fraction=val_fraction,
+                       test_fraction=test_fraction, class_names=[str(i) for i in range(10)])
 
 
-def load_npz(path, seed=0, val_fraction=0.1, test_fraction=0.2):
+def load_sklearn_table(table, seed=0, task=None, val_fraction=0.1, test_fraction=0.2):
+    import sklearn.datasets
+
+    if table not in SKLEARN_TABLES:
+        raise WorkbenchError(f"unknown scikit-learn data set 'sklearn:{table}': "
+                             f"{suggest(table, list(SKLEARN_TABLES))}")
+    bunch = getattr(sklearn.datasets, SKLEARN_TABLES[table])()
+    names = list(bunch.target_names) if "target_names" in bunch else None
+    return from_arrays(bunch.data.astype("float32"), bunch.target, name=table,
+                       source=f"sklearn:{table}", seed=seed, task=task, val_fraction=val_fraction,
+                       test_fraction=test_fraction, class_names=names)
+
+
+def load_npz(path, seed=0, task=None, val_fraction=0.1, test_fraction=0.2):
     path = Path(path)
     if not path.is_file():
         raise WorkbenchError(f"data file '{path}' does not exist")
-    with np.load(path) as archive:
-        arrays = {key: archive[key] for key in archive.files}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as error:
+        raise WorkbenchError(f"data file '{path}' is not a readable .npz archive: {error}")
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
-        x_train, y_train = arrays["x_train"], arrays["y_train"]
-        x_test, y_test = arrays["x_test"], arrays["y_test"]
-        if {"x_val", "y_val"} <= arrays.keys():
-            x_val, y_val = arrays["x_val"], arrays["y_val"]
-        else:
-            from sklearn.model_selection import train_test_split
-
-            x_train, x_val, y_train, y_val = train_test_split(
-                x_train, y_train, test_size=val_fraction, random_state=seed, stratify=y_train)
-        parts = (x_train, y_train, x_val, y_val, x_test, y_test)
-    elif {"x", "y"} <= arrays.keys():
-        _check_pair(arrays["x"], arrays["y"], path, "x/y")
-        parts = _split(arrays["x"], arrays["y"], seed, val_fraction, test_fraction)
-    else:
-        raise WorkbenchError(
-            f"'{path}' holds arrays {sorted(arrays)}; expected x_train, y_train, x_test, y_test "
-            "(optionally x_val, y_val) or x, y")
-    for name, (x, y) in zip(("train", "val", "test"), zip(parts[0::2], parts[1::2])):
-        _check_pair(x, y, path, name)
-    shapes = {p.shape[1:] for p in parts[0::2]}
-    if len(shapes) != 1:
-        raise WorkbenchError(f"'{path}': the splits' example shapes differ: {sorted(shapes)}")
-    x_parts = [p.astype("float32") for p in parts[0::2]]
-    y_parts = [p.astype("int32") for p in parts[1::2]]
-    num_classes = int(max(y.max() for y in y_parts)) + 1
-    return DataSplits(x_parts[0], y_parts[0], x_parts[1], y_parts[1], x_parts[2], y_parts[2],
-                      info=DataInfo(path.stem, x_parts[0].shape[1:], num_classes))
-
-
-def _check_pair(x, y, path, name):
-    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
-        raise WorkbenchError(
-            f"'{path}' {name}: expected x of shape (N, ...) and integer labels y of shape (N,), "
-            f"got x {x.shape} and y {y.shape}")
-
-
-def load_data(source: str, seed=0, **options) -> DataSplits:
-    """Load `source` ("digits" or a .npz path) into fixed splits."""
-    allowed = {"val_fraction", "test_fraction"}
-    unknown = set(options) - allowed
-    if unknown:
-        raise WorkbenchError(
-            f"unknown data_options {sorted(unknown)}; valid: {', '.join(sorted(allowed))}")
-    if source == "digits":
-        return load_digits(seed, **options)
-    if source.endswith(".npz"):
-        return load_npz(source, seed, **options)
-    raise WorkbenchError(f"unknown data source '{source}': use 'digits' or a path to a .npz file")
-
-
-def make_dataset(x, y, batch_size, shuffle=False, seed=0):
-    """A batched, prefetched `tf.data.Dataset`; reshuffled every epoch when `shuffle` is set."""
-    import tensorflow as tf
-
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        names = ["train", "test"] + (["val"] if {"x_val", "y_val"} <= arrays.keys() else [])
+        shapes = {arrays[f"x_{n}"].shape[1:] for n in names if arrays[f"x_{n}"].ndim >= 2}
+        if len(shapes) > 1:
+            raise WorkbenchError(f"'{path}': the splits' example shapes differ: {sorted(shapes)}")
+        for n in names:
+            if len(arrays[f"x_{n}"]) != len(arrays[f"y_{n}"]):
+                raise WorkbenchError(f"'{path}': x_{n} has {len(arrays[f'x_{n}'])} examples but "
+                                     f"y_{n} has {len(arrays[f'y_{n}'])}")
+        x = np.concatenate([arrays[f"x_{n}"] for n in names])
+        y = np.concatenate([arrays[f"y_{n}"] for n in names])
+        codes = {"train": 0, "val": 1, "test": 2}
+        presplit = np.concatenate([np.full(len(arrays[f"x_{n}"]), codes[n], "int8")
+                                   for n in names])
+        if "val" not in names:
+            train_index = np.flatnonzero(presplit == 0)
+            order = np.random.default_rng(seed).permutation(len(train_index))
+            n_val = max(1, int(round(len(train_index) * val_fraction)))
+            if len(train_index) - n_val < 1:
+                raise WorkbenchError(f"'{path}': x_train is too small to hold out a "
+                                     f"validation split (val_fraction={val_fraction:g})")
+            presplit[train_index[order[:n_val]]] = 1
+        return from_arrays(x, y, name=path.stem, source=str(path), seed=seed, task=task,
+                           presplit=presplit, where=str(path))
+    if {"x", "y"} <= arrays.keys():
+        return from_arrays(arrays["x"], arrays["y"], name=path.stem, source=str(path), seed=seed,
+                           task=task, val_fraction=val_fraction, test_fraction=test_fraction,
+                           where=str(path))
+    raise WorkbenchError(
+        f"'{path}' holds arrays {sorted(arrays)}; expected x_train, y_train, x_test, y_test "
+        "(optionally x_val, y_val) or x, y")

@@ -31,6 +31,8 @@ class DataInfo:
         source: the `data` setting it came from.
         preprocessing: a Keras layer or model that turns raw inputs into what `input_shape`
             describes, adapted on the training split (`None` when inputs are used as they are).
+        input_mean, input_variance: per-feature moments of the training inputs (numeric
+            tables), for a builder's `keras.layers.Normalization(mean=..., variance=...)`.
     """
 
     name: str
@@ -45,6 +47,8 @@ class DataInfo:
     fingerprint: str = ""
     source: str = ""
     preprocessing: Any = None
+    input_mean: Any = None
+    input_variance: Any = None
 
     @property
     def output_units(self) -> int:

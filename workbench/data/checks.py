@@ -1,0 +1,161 @@
+"""Bad data is bad input: found in one streaming pass before any work, and named in one line.
+
+Each check raises `WorkbenchError` naming where the problem is (file, column, class folder or
+array) and what is wrong, so the CLI exits with code 2 before a run directory exists.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workbench.errors import WorkbenchError
+from workbench.tasks import TASKS
+
+MIN_EXAMPLES_PER_SPLIT = 1
+
+
+def count_nonfinite(x) -> int:
+    """NaN and +-inf values among the floating-point entries of `x` (0 for non-float data)."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        return 0
+    return int(x.size - np.count_nonzero(np.isfinite(x)))
+
+
+def check_fractions(val_fraction, test_fraction, where="data_options"):
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1:
+            raise WorkbenchError(f"{where}.{name} must be in (0, 1), got {value!r}")
+    if val_fraction + test_fraction >= 1:
+        raise WorkbenchError(
+            f"{where}.val_fraction + test_fraction = {val_fraction + test_fraction:g} leaves no "
+            "training data; keep their sum below 1 (e.g. 0.1 and 0.2)")
+
+
+class LabelStats:
+    """What one pass over the labels learns: enough to check them against the task."""
+
+    MAX_DISTINCT = 10_000
+
+    def __init__(self):
+        self.count = 0
+        self.nonfinite = 0
+        self.is_integer = True
+        self.minimum = np.inf
+        self.maximum = -np.inf
+        self.width = None
+        self.distinct = set()
+        self.binary_matrix = True
+
+    def add_batch(self, y):
+        """`y`: labels of several examples, first axis the examples."""
+        y = np.asarray(y)
+        width = 1 if y.ndim <= 1 else int(np.prod(y.shape[1:]))
+        if self.width is None:
+            self.width = width
+        elif self.width != width:
+            raise WorkbenchError(f"labels change shape: {self.width} then {width} values "
+                                 "per example")
+        self.count += len(y)
+        values = y.reshape(-1)
+        if np.issubdtype(y.dtype, np.floating):
+            self.nonfinite += count_nonfinite(values)
+            values = values[np.isfinite(values)]
+            if values.size and np.any(values != np.round(values)):
+                self.is_integer = False
+        elif not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
+            raise WorkbenchError(f"labels of dtype {y.dtype} are not numbers")
+        if values.size:
+            self.minimum = min(self.minimum, float(values.min()))
+            self.maximum = max(self.maximum, float(values.max()))
+            if not np.isin(values, (0, 1)).all():
+                self.binary_matrix = False
+            if len(self.distinct) <= self.MAX_DISTINCT:
+                self.distinct.update(np.unique(values).tolist())
+
+    def infer_task(self) -> str:
+        if self.width and self.width > 1:
+            return "multilabel" if self.binary_matrix else "regression"
+        if self.is_integer and self.minimum >= 0 and (
+                len(self.distinct) <= max(2, min(1000, self.count // 5))):
+            return "binary" if self.distinct <= {0, 1} else "multiclass"
+        return "regression"
+
+
+def check_labels(stats: LabelStats, task: str, where: str, num_classes=None):
+    """Labels against the task: integer classes in range, 0/1 for binary and multi-label,
+    finite targets for regression."""
+    if task not in TASKS:
+        return
+    if stats.nonfinite:
+        raise WorkbenchError(f"{where}: {stats.nonfinite} label value(s) are NaN or infinite")
+    if task in ("multiclass", "binary"):
+        if stats.width and stats.width > 1:
+            raise WorkbenchError(
+                f"{where}: task '{task}' needs one integer class id per example, got "
+                f"{stats.width} label values per example (use --set task=multilabel or "
+                "task=regression)")
+        if not stats.is_integer:
+            raise WorkbenchError(
+                f"{where}: task '{task}' needs integer class ids, got fractional labels (e.g. "
+                "regression targets); use --set task=regression or integer labels")
+        if stats.minimum < 0:
+            raise WorkbenchError(f"{where}: class ids must be >= 0, found {stats.minimum:g}")
+        limit = 2 if task == "binary" else num_classes
+        if limit is not None and stats.maximum >= limit:
+            raise WorkbenchError(
+                f"{where}: label {stats.maximum:g} is out of range for {limit} classes "
+                f"(class ids must be 0..{limit - 1})")
+        if len(stats.distinct) < 2:
+            raise WorkbenchError(
+                f"{where}: every example has the same label ({next(iter(stats.distinct), '?')}); "
+                "a classifier needs at least two classes")
+    if task == "multilabel" and not stats.binary_matrix:
+        raise WorkbenchError(f"{where}: task 'multilabel' needs 0/1 labels (one column per "
+                             f"label), found values from {stats.minimum:g} to {stats.maximum:g}")
+
+
+def split_assignment(count, seed, val_fraction, test_fraction, labels=None, where="data"):
+    """One split code per example (0 train, 1 validation, 2 test), fixed by `seed`.
+
+    Stratified by `labels` when they are given (class labels known up front), so every split has
+    the classes in the same proportions; otherwise a seeded permutation. A data set too small for
+    the requested split is bad input."""
+    check_fractions(val_fraction, test_fraction)
+    n_test = int(round(count * test_fraction))
+    n_val = int(round(count * val_fraction))
+    n_train = count - n_val - n_test
+    if min(n_train, n_val, n_test) < MIN_EXAMPLES_PER_SPLIT:
+        raise WorkbenchError(
+            f"{where}: {count} examples are too few to split into train/validation/test with "
+            f"val_fraction={val_fraction:g} and test_fraction={test_fraction:g} "
+            f"({n_train}/{n_val}/{n_test}); add data or change data_options")
+    assignment = np.zeros(count, dtype="int8")
+    index = np.arange(count)
+    if labels is not None:
+        labels = np.asarray(labels)
+        classes, counts = np.unique(labels, return_counts=True)
+        if len(classes) > min(n_val, n_test) or counts.min() < 3:
+            labels = None  # too few examples of some class to stratify: a seeded shuffle instead
+    if labels is None:
+        order = np.random.default_rng(seed).permutation(count)
+        assignment[order[:n_val]] = 1
+        assignment[order[n_val:n_val + n_test]] = 2
+        return assignment
+    from sklearn.model_selection import train_test_split
+
+    rest, test = train_test_split(index, test_size=n_test, random_state=seed, stratify=labels)
+    _, val = train_test_split(rest, test_size=n_val, random_state=seed, stratify=labels[rest])
+    assignment[val] = 1
+    assignment[test] = 2
+    return assignment
+
+
+def select_split(dataset, assignment, code):
+    """The examples of `dataset` whose position has split code `code`; streams, never caches."""
+    import tensorflow as tf
+
+    table = tf.constant(assignment)
+    return (dataset.enumerate()
+            .filter(lambda i, *_: tf.equal(tf.gather(table, i), code))
+            .map(lambda i, example: example, num_parallel_calls=tf.data.AUTOTUNE))

@@ -1,0 +1,173 @@
+"""A CSV file with a header row: one column is the target (`data_options.target`), the others are
+features. Numeric columns are normalized and string columns one-hot encoded by Keras'
+`FeatureSpace`, adapted on the training split only; the pipelines stream rows from disk with
+`tf.data.experimental.CsvDataset` and carry the encoded feature vector.
+
+One streaming pass over the file checks it before any work (column types, missing or non-finite
+numbers, the target) and keeps only the target column, for a split stratified by class.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+
+from workbench.data.arrays import resolve_task
+from workbench.data.checks import LabelStats, check_labels, select_split, split_assignment
+from workbench.data.core import Data, DataInfo
+from workbench.errors import WorkbenchError, suggest
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def scan_csv(path, target):
+    """One pass over the file: header, per-column kind (number or string), problems, targets."""
+    path = Path(path)
+    if not path.is_file():
+        raise WorkbenchError(f"data file '{path}' does not exist")
+    digest = hashlib.sha256()
+    try:
+        handle = open(path, newline="", encoding="utf-8")
+    except OSError as error:
+        raise WorkbenchError(f"data file '{path}' is unreadable: {error}")
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise WorkbenchError(f"'{path}' is empty; expected a header row and data rows")
+        except UnicodeDecodeError:
+            raise WorkbenchError(f"'{path}' is not UTF-8 text")
+        header = [name.strip() for name in header]
+        if target is None:
+            raise WorkbenchError(f"'{path}': name the target column with --set "
+                                 f"data_options.target=COLUMN (columns: {', '.join(header)})")
+        if target not in header:
+            raise WorkbenchError(f"'{path}' has no column '{target}': "
+                                 f"{suggest(target, header)}")
+        numeric = [True] * len(header)
+        nonfinite = [0] * len(header)
+        targets = []
+        rows = 0
+        try:
+            for line, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise WorkbenchError(f"'{path}' line {line}: {len(row)} fields, the header "
+                                         f"has {len(header)}")
+                digest.update("\x1f".join(row).encode())
+                rows += 1
+                for column, cell in enumerate(row):
+                    cell = cell.strip()
+                    if numeric[column] and cell and not _is_number(cell):
+                        numeric[column] = False
+                    if cell == "" or (numeric[column] and not math.isfinite(float(cell))):
+                        nonfinite[column] += 1
+                targets.append(row[header.index(target)].strip())
+        except UnicodeDecodeError:
+            raise WorkbenchError(f"'{path}' is not UTF-8 text")
+    if rows == 0:
+        raise WorkbenchError(f"'{path}' has a header but no data rows")
+    for column, name in enumerate(header):
+        if numeric[column] and nonfinite[column]:
+            raise WorkbenchError(f"'{path}' column '{name}': {nonfinite[column]} value(s) are "
+                                 "missing, NaN or infinite; clean or impute them first")
+    return header, numeric, targets, digest.hexdigest()[:16]
+
+
+def load_csv(path, seed=0, task=None, val_fraction=0.1, test_fraction=0.2, target=None,
+             categorical=()):
+    """`path` -> pipelines of `(encoded features, target)`; `categorical` forces numeric columns
+    (integer codes) to be treated as categories."""
+    import keras
+    import tensorflow as tf
+
+    header, numeric, raw_targets, fingerprint = scan_csv(path, target)
+    target_index = header.index(target)
+    categorical = set(categorical)
+    for name in categorical:
+        if name not in header:
+            raise WorkbenchError(f"data_options.categorical names '{name}', which '{path}' "
+                                 f"does not have: {suggest(name, header)}")
+    where = f"'{path}' column '{target}'"
+    class_names = None
+    if numeric[target_index]:
+        y = np.asarray([float(v) for v in raw_targets])
+        if np.all(y == np.round(y)):
+            y = y.astype("int64")
+    else:
+        class_names = sorted(set(raw_targets))
+        lookup = {name: i for i, name in enumerate(class_names)}
+        y = np.asarray([lookup[v] for v in raw_targets], dtype="int64")
+        if task == "regression":
+            raise WorkbenchError(f"{where} holds text, not numbers; a regression target must "
+                                 "be numeric")
+    stats = LabelStats()
+    stats.add_batch(y)
+    task = resolve_task(stats, task, where)
+    if task == "multilabel":
+        raise WorkbenchError(f"{where}: a CSV target is one column; multi-label CSVs are not "
+                             "supported (use a TFRecord or module:function source)")
+    num_classes = None
+    if task in ("multiclass", "binary"):
+        num_classes = 2 if task == "binary" else (len(class_names) if class_names
+                                                  else int(stats.maximum) + 1)
+    check_labels(stats, task, where, num_classes)
+    assignment = split_assignment(len(y), seed, val_fraction, test_fraction,
+                                  y if task in ("multiclass", "binary") else None,
+                                  where=f"'{path}'")
+    features = [name for i, name in enumerate(header) if i != target_index]
+    if not features:
+        raise WorkbenchError(f"'{path}' has no feature columns besides the target '{target}'")
+    kinds = {name: numeric[header.index(name)] and name not in categorical for name in features}
+    defaults = [tf.constant(0.0, tf.float32) if kinds.get(name, False) else
+                tf.constant("", tf.string) for name in header]
+    if numeric[target_index]:
+        defaults[target_index] = tf.constant(0.0, tf.float32)
+    rows = tf.data.experimental.CsvDataset(str(path), defaults, header=True)
+    label_table = None if class_names is None else tf.constant(class_names)
+
+    def to_example(*columns):
+        x = {name: columns[header.index(name)] for name in features}
+        label = columns[target_index]
+        if label_table is not None:
+            label = tf.argmax(tf.cast(tf.equal(label_table, tf.strings.strip(label)), tf.int32))
+        if task == "regression":
+            label = tf.reshape(tf.cast(label, tf.float32), (1,))
+        elif task == "binary":
+            label = tf.cast(label, tf.float32)
+        else:
+            label = tf.cast(label, tf.int32)
+        return x, label
+
+    examples = rows.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+    splits = [select_split(examples, assignment, code) for code in (0, 1, 2)]
+    space = keras.utils.FeatureSpace(
+        {name: ("float_normalized" if kinds[name] else "string_categorical")
+         for name in features}, output_mode="concat")
+    space.adapt(splits[0].map(lambda x, y: x).batch(512))
+
+    def encode(x, y):
+        return space(x), y
+
+    encoded = [s.batch(512).map(encode, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+               for s in splits]
+    width = int(encoded[0].element_spec[0].shape[-1])
+    sizes = {name: int(np.sum(assignment == code))
+             for code, name in enumerate(("train", "val", "test"))}
+    info = DataInfo(name=Path(path).stem, task=task, input_shape=(width,),
+                    num_classes=num_classes, num_targets=1 if task == "regression" else None,
+                    class_names=class_names, sizes=sizes, fingerprint=fingerprint,
+                    source=str(path), preprocessing=space)
+    return Data(*encoded, info=info)
