@@ -36,7 +36,9 @@ def _converter_settings(fmt, representative):
         if representative is None or len(representative) == 0:
             raise WorkbenchError("int8 export needs representative data (a sample of the "
                                  "training inputs) to calibrate activation ranges")
-        samples = np.asarray(representative, dtype="float32")
+        samples = np.asarray(representative)
+        if np.issubdtype(samples.dtype, np.floating):
+            samples = samples.astype("float32")
 
         def representative_dataset():
             for sample in samples:
@@ -129,17 +131,64 @@ def predict_tflite(interpreter, x):
     return np.stack(outputs), np.asarray(latencies)
 
 
-def verify_tflite(path, x, y, num_threads=1, max_examples=None):
-    """Accuracy, file size, gzip size and median per-example latency of a `.tflite` file."""
-    path = Path(path)
+def _stream_predictions(interpreter, dataset, max_examples):
+    """Outputs, labels and latencies over a data set of `(x, y)` examples, one at a time."""
     if max_examples is not None:
-        x, y = x[:max_examples], y[:max_examples]
+        dataset = dataset.take(max_examples)
+    outputs, labels, latencies = [], [], []
+    for x, y in dataset.batch(256).as_numpy_iterator():
+        out, seconds = predict_tflite(interpreter, x)
+        outputs.append(out)
+        labels.append(y)
+        latencies.append(seconds)
+    if not outputs:
+        raise WorkbenchError("verify: the test split is empty")
+    return np.concatenate(outputs), np.concatenate(labels), np.concatenate(latencies)
+
+
+def task_metrics(outputs, y, task):
+    """What `verify` measures for the task: accuracy (and AUC for binary and multi-label
+    outputs), or MAE and RMSE for regression."""
+    if task == "multiclass":
+        return {"accuracy": float(np.mean(np.argmax(outputs, axis=-1) == y))}
+    if task in ("binary", "multilabel"):
+        from sklearn.metrics import roc_auc_score
+
+        scores = outputs.reshape(len(outputs), -1)
+        truth = np.asarray(y).reshape(len(y), -1)
+        metrics = {"accuracy": float(np.mean((scores >= 0.5) == (truth >= 0.5)))}
+        try:
+            metrics["auc"] = float(roc_auc_score(truth, scores, average="macro"))
+        except ValueError:  # a single class in the test split: AUC is undefined
+            metrics["auc"] = float("nan")
+        return metrics
+    if task == "regression":
+        error = outputs.reshape(len(outputs), -1) - np.asarray(y).reshape(len(y), -1)
+        return {"mae": float(np.mean(np.abs(error))),
+                "rmse": float(np.sqrt(np.mean(error ** 2)))}
+    raise WorkbenchError(f"verify cannot measure task '{task}' on a .tflite file")
+
+
+def task_metric_names(task):
+    return {"multiclass": ("accuracy",), "binary": ("accuracy", "auc"),
+            "multilabel": ("accuracy", "auc"), "regression": ("mae", "rmse")}.get(task, ())
+
+
+def verify_tflite(path, x, y=None, num_threads=1, max_examples=None, task="multiclass"):
+    """The task's metrics (see `task_metrics`), file size, gzip size and median per-example
+    latency of a `.tflite` file, on arrays `x, y` or a `tf.data.Dataset` `x` of examples."""
+    path = Path(path)
     interpreter = make_interpreter(path, num_threads)
-    outputs, latencies = predict_tflite(interpreter, x)
+    if y is None:
+        outputs, y, latencies = _stream_predictions(interpreter, x, max_examples)
+    else:
+        if max_examples is not None:
+            x, y = x[:max_examples], y[:max_examples]
+        outputs, latencies = predict_tflite(interpreter, x)
     raw = path.read_bytes()
     return {
-        "examples": int(len(x)),
-        "accuracy": float(np.mean(np.argmax(outputs, axis=-1) == y)),
+        "examples": int(len(y)),
+        **task_metrics(outputs, y, task),
         "size_bytes": len(raw),
         "gzip_bytes": len(gzip.compress(raw, compresslevel=9)),
         "median_latency_ms": float(np.median(latencies) * 1000.0),

@@ -52,7 +52,8 @@ class Recipe:
             the workbench's `group_lasso`, `l2sp`) put on every kernel; `None` leaves the
             builder's own choices alone.
         regularizer_config: keyword arguments for the regularizer (e.g. `{"l2": 1e-4}`).
-        loss, metrics: as in `model.compile`.
+        loss, metrics: Keras loss and metric names for `model.compile`; `None` takes the
+            task's defaults (workbench.tasks).
         epochs, batch_size: training length and mini-batch size.
         seed: seeds the data split, initialization and shuffling; with op determinism on, the same
             seed gives the same result.
@@ -79,8 +80,8 @@ class Recipe:
     schedule_config: dict = field(default_factory=dict)
     regularizer: Optional[str] = None
     regularizer_config: dict = field(default_factory=dict)
-    loss: str = "sparse_categorical_crossentropy"
-    metrics: tuple[str, ...] = ("accuracy",)
+    loss: Optional[str] = None
+    metrics: Optional[tuple[str, ...]] = None
     epochs: int = 30
     batch_size: int = 32
     seed: int = 0
@@ -353,8 +354,18 @@ def _module_from_file(path: Path):
         raise WorkbenchError(f"cannot load '{path}' as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # the user's recipe file is broken: bad input, not a crash
+        del sys.modules[module_name]
+        raise WorkbenchError(f"recipe file '{path}' failed to import: {_describe(error)}")
     return module
+
+
+def _describe(error):
+    if isinstance(error, SyntaxError):
+        return f"SyntaxError: {error.msg} (line {error.lineno})"
+    return f"{type(error).__name__}: {error}"
 
 
 def load_recipe(reference: str) -> Recipe:
@@ -378,7 +389,11 @@ def load_recipe(reference: str) -> Recipe:
                 raise WorkbenchError(
                     f"unknown recipe '{reference}': no module '{error.name}' "
                     f"(bundled recipes: {', '.join(names)})") from None
-            raise
+            raise WorkbenchError(f"recipe '{reference}' failed to import: "
+                                 f"{_describe(error)}") from None
+        except Exception as error:
+            raise WorkbenchError(f"recipe '{reference}' failed to import: "
+                                 f"{_describe(error)}") from None
         where = module_name
     recipe = getattr(module, "RECIPE", None)
     if recipe is None:

@@ -44,7 +44,7 @@ def build(ctx, status, error=None):
         "run_dir": str(ctx.run_dir.path),
         "config": ctx.recipe.settings(),
         "versions": versions(),
-        "data": ctx.data.sizes() if ctx.data is not None else None,
+        "data": data_summary(ctx.data),
         "stages": {name: {"seconds": round(ctx.timings.get(name, 0.0), 3),
                           **ctx.results.get(name, {})}
                    for name in ctx.timings},
@@ -55,6 +55,20 @@ def build(ctx, status, error=None):
     if error is not None:
         report["error"] = error
     return _plain(report)
+
+
+def data_summary(data):
+    """What the report says of the data: source, task, sizes, classes, fingerprint."""
+    if data is None:
+        return None
+    info = data.info
+    summary = {"source": info.source, "name": info.name, "task": info.task,
+               "sizes": dict(info.sizes), "input_shape": info.input_shape,
+               "fingerprint": info.fingerprint}
+    for key in ("num_classes", "num_targets", "class_names", "vocabulary_size"):
+        if getattr(info, key, None) is not None:
+            summary[key] = getattr(info, key)
+    return summary
 
 
 def summary_rows(ctx):

@@ -63,7 +63,7 @@ class SearchSettings:
 
     tuner: str = "random"
     max_trials: int = 6
-    objective: str = "val_accuracy"
+    objective: Optional[str] = None
     epochs: int = 5
     executions_per_trial: int = 1
     # Workbench-level choices searched alongside the builder's own `hp` (empty = not searched).

@@ -150,3 +150,34 @@ def output_layer(data_info, name="output"):
     task = get_task(data_info.task)
     return keras.layers.Dense(data_info.output_units, activation=task.activation, name=name,
                               dtype="float32")
+
+
+def compile_args(recipe):
+    """`loss` and `metrics` for `model.compile`: the recipe's own, or its task's defaults."""
+    task = recipe.task or "multiclass"
+    return {"loss": loss_for(task, recipe.loss), "metrics": metrics_for(task, recipe.metrics)}
+
+
+def search_objective(recipe):
+    """KerasTuner's objective: `search.objective` when set, else the task's."""
+    import keras_tuner
+
+    if recipe.search.objective:
+        name = recipe.search.objective
+        direction = "min" if "loss" in name or name.endswith(("mae", "mse", "rmse")) else "max"
+    else:
+        name, direction = get_task(recipe.task or "multiclass").objective
+    return keras_tuner.Objective(name, direction)
+
+
+def check_recipe_names(recipe):
+    """Loss, metric and monitor names in a recipe (task already resolved), before any work."""
+    check_loss_name(recipe.loss)
+    if recipe.metrics is not None:
+        check_metric_names(recipe.metrics)
+    valid = monitors(recipe.task, recipe.metrics)
+    for key, settings in (("early_stopping.monitor", recipe.early_stopping),
+                          ("plateau.monitor", recipe.plateau)):
+        if settings.enabled and settings.monitor not in valid:
+            raise WorkbenchError(f"unknown {key} '{settings.monitor}' for task '{recipe.task}': "
+                                 f"{suggest(settings.monitor, valid)}")

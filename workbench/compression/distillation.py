@@ -91,12 +91,14 @@ def distill(teacher, student, x, y, *, alpha: float = 0.1, temperature: float = 
         epochs: training epochs.
         fine_tuning: label loss, batch size and Keras 3 optimizer; `FineTuning()` when not given.
         metrics: metrics reported during training.
-        validation_data: optional `(x_val, y_val)`.
+        validation_data: optional `(x_val, y_val)` or a data set of examples; with `x` a
+            `workbench.data.Data`, its validation split.
 
     Raises:
         WorkbenchError: a setting out of range, models whose shapes do not match, no data.
     """
-    from workbench.data import make_dataset
+    from workbench.compression.training import training_batches
+    from workbench.data import Data, make_dataset
 
     if not 0 <= alpha <= 1 or temperature <= 0 or epochs < 1:
         raise WorkbenchError(
@@ -119,12 +121,17 @@ def distill(teacher, student, x, y, *, alpha: float = 0.1, temperature: float = 
         raise WorkbenchError(f"cannot distill '{teacher.name}' into '{student.name}': {error}; "
                              "give the student the teacher's input and output shapes") from error
     try:
-        steps_per_epoch = math.ceil(len(x) / fine_tuning.batch_size)
+        dataset, steps_per_epoch = training_batches(x, y, fine_tuning.batch_size,
+                                                    fine_tuning.seed)
         distiller.compile(optimizer=fine_tuning.make_optimizer(epochs, steps_per_epoch),
                           loss=fine_tuning.loss, metrics=list(metrics))
-        dataset = make_dataset(x, y, fine_tuning.batch_size, shuffle=True, seed=fine_tuning.seed)
-        validation = (make_dataset(*validation_data, fine_tuning.batch_size)
-                      if validation_data is not None else None)
+        if isinstance(x, Data) and validation_data is None:
+            validation = x.batches("val", fine_tuning.batch_size)
+        elif validation_data is not None and not isinstance(validation_data, tuple):
+            validation = validation_data.batch(fine_tuning.batch_size)
+        else:
+            validation = (make_dataset(*validation_data, fine_tuning.batch_size)
+                          if validation_data is not None else None)
         history = distiller.fit(dataset, validation_data=validation, epochs=epochs, verbose=0,
                                 shuffle=False)
     finally:

@@ -34,7 +34,7 @@ import numpy as np
 
 from workbench.compression.environment import legacy_keras_environment
 from workbench.compression.training import (
-    FineTuning, check_training_data, choose_layers, clone_wrapping, fine_tune, leaf_layers,
+    FineTuning, check_training_data, choose_layers, training_batches, clone_wrapping, fine_tune, leaf_layers,
     tf_keras_twin)
 from workbench.errors import WorkbenchError, suggest
 from workbench.settings import PRUNE_SCHEDULES, PRUNE_STRUCTURES
@@ -124,7 +124,7 @@ def prune(model, x, y, *, target_sparsity: float = 0.8, initial_sparsity: float 
                           frequency)
     check_training_data(x, y, "pruning")
     fine_tuning = fine_tuning or FineTuning()
-    total_steps = epochs * math.ceil(len(x) / fine_tuning.batch_size)
+    total_steps = epochs * training_batches(x, y, fine_tuning.batch_size)[1]
     with legacy_keras_environment() as tfmot:
         from workbench.compression.bridge import from_tf_keras
 

@@ -9,23 +9,28 @@ on it; it is evaluated on the test split, saved as `model_<name>.keras`, and exp
 from __future__ import annotations
 
 from workbench import deploy
-from workbench.data import make_dataset
+from workbench.data import representative_inputs as sample_training_inputs
+from workbench.tasks import compile_args
 
 
 def representative_inputs(ctx):
     """The seeded training sample that calibrates int8, as the export stage draws it."""
     data = ctx.require_data("export")
-    return deploy.representative_sample(data.x_train, ctx.recipe.export.representative_examples,
-                                        ctx.recipe.seed)
+    return sample_training_inputs(data, ctx.recipe.export.representative_examples,
+                                  ctx.recipe.seed)
+
+
+def test_metrics(ctx, model):
+    """`model` compiled with the task's loss and metrics, evaluated on the test split."""
+    model.compile(**compile_args(ctx.recipe))
+    values = model.evaluate(ctx.require_data("evaluate").batches("test", ctx.recipe.batch_size),
+                            verbose=0, return_dict=True)
+    return {f"test_{key}": float(value) for key, value in values.items()}
 
 
 def adopt_model(ctx, model, name):
     """Make `model` the run's model: compile, evaluate on the test split, save; return metrics."""
-    recipe = ctx.recipe
-    model.compile(loss=recipe.loss, metrics=list(recipe.metrics))
-    data = ctx.require_data(name)
-    values = model.evaluate(make_dataset(data.x_test, data.y_test, recipe.batch_size), verbose=0,
-                            return_dict=True)
+    values = {key[len("test_"):]: value for key, value in test_metrics(ctx, model).items()}
     filename = f"model_{name}.keras"
     with ctx.run_dir.atomic(filename) as temp:
         model.save(str(temp))

@@ -64,7 +64,10 @@ class FineTuning:
                 recipe, epochs=epochs, learning_rate=recipe.learning_rate * learning_rate_factor)
             return components.optimizer_for(scaled, steps_per_epoch)
 
-        return cls(loss=recipe.loss, batch_size=recipe.batch_size, make_optimizer=make_optimizer,
+        from workbench.tasks import loss_for
+
+        return cls(loss=loss_for(recipe.task or "multiclass", recipe.loss),
+                   batch_size=recipe.batch_size, make_optimizer=make_optimizer,
                    seed=recipe.seed)
 
 
@@ -82,8 +85,48 @@ def tf_keras_twin(model):
             "(workbench.compression.SUPPORTED_LAYERS)") from error
 
 
+def is_stream(x):
+    """Whether `x` is training data as a stream: a `workbench.data.Data` (its train split is
+    used) or a `tf.data.Dataset` of unbatched `(x, y)` examples."""
+    from workbench.data import Data
+
+    return isinstance(x, Data) or type(x).__name__.endswith("Dataset") or hasattr(x, "element_spec")
+
+
+def training_batches(x, y, batch_size, seed=0):
+    """`(batched shuffled dataset, steps per epoch)` from arrays `x, y`, a `Data` or a dataset
+    of examples. Streams are shuffled through a bounded buffer, never loaded whole."""
+    import tensorflow as tf
+
+    from workbench.data import Data, make_dataset
+    from workbench.data.core import shuffle_buffer
+
+    if isinstance(x, Data):
+        count = x.info.sizes.get("train")
+        return (x.batches("train", batch_size, shuffle=True, seed=seed),
+                math.ceil(count / batch_size) if count else _count_batches(
+                    x.batches("train", batch_size)))
+    if is_stream(x):
+        dataset = x.shuffle(shuffle_buffer(None), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return dataset, _count_batches(x.batch(batch_size))
+    return make_dataset(x, y, batch_size, shuffle=True, seed=seed), math.ceil(len(x) / batch_size)
+
+
+def _count_batches(dataset):
+    count = int(dataset.cardinality())
+    if count < 0:  # unknown (filtered streams): one pass to count
+        count = int(dataset.reduce(0, lambda total, _: total + 1))
+    return count
+
+
 def check_training_data(x, y, what):
-    """Raise a `WorkbenchError` unless `x` and `y` are non-empty and of the same length."""
+    """Raise a `WorkbenchError` unless `x` and `y` are non-empty and of the same length (or `x`
+    is a stream of examples and `y` is `None`)."""
+    if is_stream(x):
+        if y is not None:
+            raise WorkbenchError(f"{what}: pass labels inside the data set, not as y")
+        return
     if x is None or y is None or len(x) == 0 or len(x) != len(y):
         raise WorkbenchError(
             f"{what} needs training examples: x and y of the same, non-zero length "
@@ -97,7 +140,8 @@ def fine_tune(model, x, y, *, epochs: int, fine_tuning: Optional[FineTuning] = N
 
     Args:
         model: the model to train, typically a TF-MOT-wrapped tf_keras twin.
-        x, y: training inputs and targets (NumPy).
+        x, y: training inputs and targets (NumPy), or `x` a `workbench.data.Data` or a
+            `tf.data.Dataset` of unbatched `(x, y)` examples and `y` None.
         epochs: passes over the data.
         fine_tuning: loss, batch size and optimizer; `FineTuning()` when not given.
         callbacks: tf_keras callbacks (such as `UpdatePruningStep`), driven by hand.
@@ -111,11 +155,8 @@ def fine_tune(model, x, y, *, epochs: int, fine_tuning: Optional[FineTuning] = N
     import keras
     import tensorflow as tf
 
-    from workbench.data import make_dataset
-
     fine_tuning = fine_tuning or FineTuning()
-    dataset = make_dataset(x, y, fine_tuning.batch_size, shuffle=True, seed=fine_tuning.seed)
-    steps_per_epoch = math.ceil(len(x) / fine_tuning.batch_size)
+    dataset, steps_per_epoch = training_batches(x, y, fine_tuning.batch_size, fine_tuning.seed)
     optimizer = fine_tuning.make_optimizer(epochs, steps_per_epoch)
     loss_fn = keras.losses.get(fine_tuning.loss)
     variables = model.trainable_variables

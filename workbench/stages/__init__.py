@@ -30,4 +30,28 @@ PREFLIGHT = {
     "search": check_search_space,
 }
 
-__all__ = ["PREFLIGHT", "STAGES"]
+# What a stage needs from the stages before it. A model comes from train, distill's student
+# or --model; verify needs a .tflite file written by export or a compression stage.
+MAKES_MODEL = {"train"}
+NEEDS_MODEL = {"evaluate", "export", "prune", "quantize", "cluster", "distill", "generate"}
+MAKES_TFLITE = {"export", "prune", "quantize", "cluster", "distill"}
+
+
+def check_stage_order(stages, has_model):
+    """A stage whose prerequisite no earlier stage provides is bad input, found before any work."""
+    from workbench.errors import WorkbenchError
+
+    model, tflite = has_model, False
+    for stage in stages:
+        if stage in NEEDS_MODEL and not model:
+            raise WorkbenchError(f"stage '{stage}' needs a model: put 'train' before it in "
+                                 "--stages or pass --model PATH")
+        if stage == "verify" and not tflite:
+            raise WorkbenchError("stage 'verify' has nothing to check: put 'export' (or a "
+                                 "compression stage: prune, quantize, cluster, distill) before "
+                                 "it in --stages")
+        model = model or stage in MAKES_MODEL
+        tflite = tflite or stage in MAKES_TFLITE
+
+
+__all__ = ["PREFLIGHT", "STAGES", "check_stage_order"]

@@ -10,11 +10,16 @@ from workbench.compression.training import FineTuning
 
 
 def cluster(ctx):
+    if ctx.data is not None and ctx.data.info.task == "language_model":
+        from workbench.errors import WorkbenchError
+
+        raise WorkbenchError("stage 'cluster' does not apply to language models; use "
+                             "'quantize' (int8, int4, gptq, awq) or 'prune'")
     model = ctx.require_model("cluster")
     data = ctx.require_data("cluster")
     settings = ctx.recipe.cluster
     result = cluster_model(
-        model, data.x_train, data.y_train, clusters=settings.clusters, init=settings.init,
+        model, data, None, clusters=settings.clusters, init=settings.init,
         layers=settings.layers, preserve_sparsity=settings.preserve_sparsity,
         epochs=settings.epochs,
         fine_tuning=FineTuning.from_recipe(ctx.recipe, settings.learning_rate_factor))

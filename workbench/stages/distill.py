@@ -6,8 +6,9 @@ The trained student becomes the run's model (`model_student.keras`) and is expor
 """
 
 from workbench.compression.distillation import distill as distill_model
-from workbench.compression.stage_outputs import adopt_model, export_variants
-from workbench.compression.training import FineTuning, accuracy
+from workbench.compression.stage_outputs import adopt_model, export_variants, test_metrics
+from workbench.compression.training import FineTuning
+from workbench.tasks import compile_args
 from workbench.errors import WorkbenchError
 from workbench.recipe import builder_takes_data_info
 
@@ -26,23 +27,30 @@ def build_student(recipe, data_info):
 
 
 def distill(ctx):
+    if ctx.data is not None and ctx.data.info.task == "language_model":
+        from workbench.lm.compress_stages import distill as distill_language_model
+
+        return distill_language_model(ctx)
     teacher = ctx.require_model("distill")
     data = ctx.require_data("distill")
     recipe = ctx.recipe
     settings = recipe.distill
     student = build_student(recipe, data.info)
     result = distill_model(
-        teacher, student, data.x_train, data.y_train, alpha=settings.alpha,
+        teacher, student, data, None, alpha=settings.alpha,
         temperature=settings.temperature, epochs=settings.epochs,
-        fine_tuning=FineTuning.from_recipe(recipe),
-        metrics=recipe.metrics, validation_data=(data.x_val, data.y_val))
-    teacher_accuracy = accuracy(teacher, data.x_test, data.y_test)
+        fine_tuning=FineTuning.from_recipe(recipe), metrics=compile_args(recipe)["metrics"])
+    teacher_metrics = test_metrics(ctx, teacher)
     metrics = adopt_model(ctx, result.model, "student")
+    headline = next(iter(k for k in metrics if k.startswith("test_") and k != "test_loss"),
+                    "test_loss")
     ctx.say(f"  student ({metrics['parameters']} parameters, teacher "
-            f"{teacher.count_params()}): test accuracy "
-            f"{metrics.get('test_accuracy', float('nan')):.4f} (teacher {teacher_accuracy:.4f})")
+            f"{teacher.count_params()}): {headline} {metrics.get(headline, float('nan')):.4f} "
+            f"(teacher {teacher_metrics.get(headline, float('nan')):.4f})")
+    teacher_accuracy = teacher_metrics.get("test_accuracy")
     variants = export_variants(ctx, result.model, "student")
     ctx.results["distill"] = {**metrics, "teacher_parameters": int(teacher.count_params()),
                               "teacher_test_accuracy": teacher_accuracy,
+                              "teacher_test_metrics": teacher_metrics,
                               "history": result.history, "exports": variants}
     return ctx

@@ -1,16 +1,21 @@
 """Export the model to TFLite: one `.tflite` file per format in `recipe.export.formats`."""
 
 from workbench import deploy
+from workbench.data import representative_inputs
 
 
 def export(ctx):
+    if ctx.data is not None and ctx.data.info.task == "language_model":
+        from workbench.lm.compress_stages import export as export_language_model
+
+        return export_language_model(ctx)
     model = ctx.require_model("export")
     settings = ctx.recipe.export
     representative = None
     if "int8" in settings.formats:
         data = ctx.require_data("export")
-        representative = deploy.representative_sample(
-            data.x_train, settings.representative_examples, seed=ctx.recipe.seed)
+        representative = representative_inputs(data, settings.representative_examples,
+                                               seed=ctx.recipe.seed)
     for fmt in settings.formats:
         name = f"model_{fmt}.tflite"
         with ctx.run_dir.atomic(name) as temp:

@@ -4,7 +4,6 @@ import dataclasses
 import math
 
 from workbench.callbacks import LRFinder
-from workbench.data import make_dataset
 from workbench.stages.train import compile_model
 
 
@@ -14,11 +13,11 @@ def lr_find(ctx):
     # The sweep drives the rate itself, so the recipe's schedule stays out of it.
     recipe = dataclasses.replace(ctx.recipe, schedule=None)
     batch = recipe.batch_size * ctx.strategy.num_replicas_in_sync
-    steps_per_epoch = math.ceil(len(data.x_train) / batch)
+    steps_per_epoch = math.ceil(data.info.sizes["train"] / batch)
     model = compile_model(ctx, recipe, steps_per_epoch)
     finder = LRFinder(min_lr=settings.min_lr, max_lr=settings.max_lr,
                       num_steps=settings.num_steps, suggest=settings.suggest)
-    train = make_dataset(data.x_train, data.y_train, batch, shuffle=True, seed=recipe.seed)
+    train = data.batches("train", batch, shuffle=True, seed=recipe.seed)
     model.fit(train, epochs=math.ceil(settings.num_steps / steps_per_epoch), callbacks=[finder],
               verbose=0, shuffle=False)
     with ctx.run_dir.atomic("lr_find.png") as temp:

@@ -10,11 +10,15 @@ from workbench.compression.training import FineTuning
 
 
 def prune(ctx):
+    if ctx.data is not None and ctx.data.info.task == "language_model":
+        from workbench.lm.compress_stages import prune as prune_language_model
+
+        return prune_language_model(ctx)
     model = ctx.require_model("prune")
     data = ctx.require_data("prune")
     settings = ctx.recipe.prune
     result = prune_model(
-        model, data.x_train, data.y_train, target_sparsity=settings.target_sparsity,
+        model, data, None, target_sparsity=settings.target_sparsity,
         initial_sparsity=settings.initial_sparsity, schedule=settings.schedule,
         structure=settings.structure, layers=settings.layers, epochs=settings.epochs,
         frequency=settings.frequency,

@@ -14,6 +14,10 @@ from workbench.compression.training import FineTuning
 
 
 def quantize(ctx):
+    if ctx.data is not None and ctx.data.info.task == "language_model":
+        from workbench.lm.compress_stages import quantize as quantize_language_model
+
+        return quantize_language_model(ctx)
     model = ctx.require_model("quantize")
     data = ctx.require_data("quantize")
     settings = ctx.recipe.quantize
@@ -29,7 +33,7 @@ def quantize(ctx):
         variant = f"{mode}_int8"
         with ctx.run_dir.atomic(f"model_{variant}.tflite") as temp:
             result = quantize_aware(
-                model, data.x_train, data.y_train, temp, preserve_sparsity=mode == "pqat",
+                model, data, None, temp, preserve_sparsity=mode == "pqat",
                 epochs=settings.epochs,
                 fine_tuning=FineTuning.from_recipe(ctx.recipe, settings.learning_rate_factor))
         results["fine_tuning_losses"] = result.losses

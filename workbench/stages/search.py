@@ -20,9 +20,9 @@ import time
 import numpy as np
 
 from workbench import components
-from workbench.data import make_dataset
 from workbench.errors import WorkbenchError
 from workbench.stages.train import build_model
+from workbench.tasks import compile_args, search_objective
 
 
 def _tuner_classes():
@@ -64,20 +64,19 @@ def _hypermodel(ctx):
     class RecipeHyperModel(keras_tuner.HyperModel):
         def build(self, hp):
             recipe = recipe_for(ctx.recipe, hp)
-            steps = math.ceil(len(data.x_train) / recipe.batch_size)
+            steps = math.ceil(data.info.sizes["train"] / recipe.batch_size)
             model = build_model(recipe, hp, data.info)
             if recipe.regularizer:
                 components.apply_regularizer(model, recipe.regularizer,
                                              recipe.regularizer_config)
-            model.compile(optimizer=components.optimizer_for(recipe, steps), loss=recipe.loss,
-                          metrics=list(recipe.metrics), jit_compile=recipe.jit_compile)
+            model.compile(optimizer=components.optimizer_for(recipe, steps),
+                          jit_compile=recipe.jit_compile, **compile_args(recipe))
             return model
 
         def fit(self, hp, model, *args, epochs=1, callbacks=None, **kwargs):
             recipe = recipe_for(ctx.recipe, hp)
-            train = make_dataset(data.x_train, data.y_train, recipe.batch_size, shuffle=True,
-                                 seed=recipe.seed)
-            val = make_dataset(data.x_val, data.y_val, recipe.batch_size)
+            train = data.batches("train", recipe.batch_size, shuffle=True, seed=recipe.seed)
+            val = data.batches("val", recipe.batch_size)
             return model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
                              verbose=0, shuffle=False, **{k: v for k, v in kwargs.items()
                                                           if k == "initial_epoch"})
@@ -181,7 +180,7 @@ def search(ctx):
     role = distributed_role()
     total = settings.max_trials
     tuner_class = _with_progress(_tuner_classes()[settings.tuner], total, ctx.say)
-    common = dict(objective=settings.objective, seed=ctx.recipe.seed,
+    common = dict(objective=search_objective(ctx.recipe), seed=ctx.recipe.seed,
                   executions_per_trial=settings.executions_per_trial,
                   directory=str(ctx.run_dir / "search"), project_name="trials",
                   overwrite=not ctx.resuming and role is None)

@@ -12,9 +12,9 @@ import numpy as np
 from workbench import components
 from workbench.callbacks import BatchSizeSchedule
 from workbench.context import keras_verbosity
-from workbench.data import make_dataset
 from workbench.distribute import scaled_learning_rate
 from workbench.recipe import builder_takes_data_info
+from workbench.tasks import compile_args
 
 
 def hyperparameters(ctx):
@@ -93,8 +93,7 @@ def compile_model(ctx, recipe, steps_per_epoch):
         if recipe.regularizer:
             components.apply_regularizer(model, recipe.regularizer, recipe.regularizer_config)
         model.compile(optimizer=components.optimizer_for(recipe, steps_per_epoch),
-                      loss=recipe.loss, metrics=list(recipe.metrics),
-                      jit_compile=recipe.jit_compile)
+                      jit_compile=recipe.jit_compile, **compile_args(recipe))
     return model
 
 
@@ -119,7 +118,7 @@ def fit(ctx, extra_callbacks=(), backup=False):
     data = ctx.require_data("train")
     global_batch = recipe.batch_size * ctx.strategy.num_replicas_in_sync
     phases = batch_phases(recipe, global_batch)
-    total_steps = sum((end - start) * math.ceil(len(data.x_train) / batch)
+    total_steps = sum((end - start) * math.ceil(data.info.sizes["train"] / batch)
                       for start, end, batch in phases)
     model = compile_model(ctx, recipe, steps_per_epoch=max(1, round(total_steps / recipe.epochs)))
     callbacks = [*standard_callbacks(recipe, ctx), LearningRateLog(), *extra_callbacks]
@@ -134,9 +133,8 @@ def fit(ctx, extra_callbacks=(), backup=False):
     for start, end, batch in phases:
         if len(phases) > 1:
             ctx.say(f"  epochs {start + 1}-{end}: batch size {batch}")
-        train_data = make_dataset(data.x_train, data.y_train, batch, shuffle=True,
-                                  seed=recipe.seed)
-        val_data = make_dataset(data.x_val, data.y_val, batch)
+        train_data = data.batches("train", batch, shuffle=True, seed=recipe.seed)
+        val_data = data.batches("val", batch)
         phase = model.fit(train_data, validation_data=val_data, initial_epoch=start, epochs=end,
                           callbacks=callbacks, verbose=keras_verbosity(ctx.verbose),
                           shuffle=False)  # the dataset reshuffles itself every epoch
@@ -172,7 +170,24 @@ def _epochs_before(ctx, key, resumed_from):
     return [float(row[key]) for row in rows if row.get(key) not in (None, "")]
 
 
+def save_preprocessing(ctx):
+    """The data's adapted preprocessing (FeatureSpace, TextVectorization) beside the model, so raw
+    inputs can be encoded the way training saw them."""
+    layer = ctx.data.info.preprocessing if ctx.data is not None else None
+    if layer is None:
+        return None
+    if not hasattr(layer, "save"):
+        layer = keras.Sequential([layer])
+    with ctx.run_dir.atomic("preprocessing.keras") as temp:
+        layer.save(str(temp))
+    return str(ctx.run_dir / "preprocessing.keras")
+
+
 def train(ctx):
+    if ctx.data is not None and ctx.data.info.task == "language_model":
+        from workbench.lm.stages import train as train_language_model
+
+        return train_language_model(ctx)
     if _reuse_finished_training(ctx):
         return ctx
     model, history, callbacks = fit(ctx, backup=True)
@@ -201,5 +216,8 @@ def train(ctx):
         model.save(str(temp))
     results["model_path"] = str(ctx.run_dir / "model.keras")
     results["model_bytes"] = (ctx.run_dir / "model.keras").stat().st_size
+    preprocessing = save_preprocessing(ctx)
+    if preprocessing:
+        results["preprocessing_path"] = preprocessing
     ctx.results["train"] = results
     return ctx
