@@ -41,6 +41,8 @@ class Recipe:
             is a `keras_tuner.HyperParameters`, so the same builder serves training and search.
         data: `"digits"` (scikit-learn's bundled 8x8 digits) or a path to a `.npz` file.
         data_options: options for the data loader (`val_fraction`, `test_fraction`, ...).
+        model_options: free-form options handed to a builder that takes a third argument
+            (`fn(hp, data_info, options)`), e.g. a backbone name or `weights`.
         task: multiclass, binary, multilabel, regression or language_model; `None` infers it
             from the data. The task chooses the default loss, metrics and monitors.
         optimizer: optimizer name (Keras' own or a workbench one, e.g. `"adam"`, `"shampoo"`).
@@ -73,6 +75,7 @@ class Recipe:
     data: str = "digits"
     data_options: dict = field(default_factory=dict)
     task: Optional[str] = None
+    model_options: dict = field(default_factory=dict)
     optimizer: str = "adam"
     optimizer_config: dict = field(default_factory=dict)
     learning_rate: float = 1e-3
@@ -406,11 +409,25 @@ def load_recipe(reference: str) -> Recipe:
     return recipe
 
 
+def _positional_parameters(builder) -> int:
+    try:
+        return len([p for p in inspect.signature(builder).parameters.values()
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+    except (TypeError, ValueError):
+        return 1
+
+
 def builder_takes_data_info(builder) -> bool:
     """Whether a model builder wants `(hp, data_info)` rather than `(hp)`."""
-    try:
-        params = [p for p in inspect.signature(builder).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError):
-        return False
-    return len(params) >= 2
+    return _positional_parameters(builder) >= 2
+
+
+def call_builder(builder, hp, data_info, options=None):
+    """Call a model builder with what it takes: `(hp)`, `(hp, data_info)` or
+    `(hp, data_info, model_options)`."""
+    count = _positional_parameters(builder)
+    if count >= 3:
+        return builder(hp, data_info, dict(options or {}))
+    if count == 2:
+        return builder(hp, data_info)
+    return builder(hp)

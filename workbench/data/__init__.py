@@ -5,6 +5,7 @@
 | `data=`                        | source                                                     |
 |--------------------------------|------------------------------------------------------------|
 | `digits`                       | scikit-learn's bundled 8x8 digits                          |
+| `stdlib_packages`              | Python source chunks labelled by standard-library package  |
 | `sklearn:NAME`                 | breast_cancer, wine, iris, diabetes (scikit-learn's tables) |
 | `PATH.npz`                     | arrays `x, y` or `x_train, y_train, x_test, y_test`        |
 | `PATH.csv`                     | a CSV with a header; `data_options.target` names the target |
@@ -39,6 +40,8 @@ def source_kind(source: str) -> str:
     """Which loader handles `source` (see the module docstring)."""
     if source == "digits":
         return "digits"
+    if source == "stdlib_packages":
+        return "text"
     if source.startswith("sklearn:"):
         return "sklearn"
     if source.startswith("tfds:"):
@@ -100,6 +103,10 @@ def load_data(source: str, seed=0, task=None, **options) -> Data:
     if kind == "images":
         return folders.load_image_folder(source, **common, **options)
     if kind == "text":
+        if source == "stdlib_packages":
+            from workbench.data.stdlib_text import stdlib_packages_folder
+
+            source = str(stdlib_packages_folder())
         return folders.load_text_folder(source, **common, **options)
     if kind == "tfrecord":
         return streams.load_tfrecord(source, **common, **options)

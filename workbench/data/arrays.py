@@ -113,7 +113,10 @@ def from_arrays(x, y, *, name, source, seed, task, val_fraction=0.1, test_fracti
         num_classes=num_classes, num_targets=y.shape[1] if task == "regression" else None,
         class_names=list(class_names) if class_names is not None else None, sizes=sizes,
         fingerprint=fingerprint_arrays(x, y, presplit), source=source, input_mean=mean,
-        input_variance=variance)
+        input_variance=variance, input_range=(float(x.min()), float(x.max())))
+    if task == "regression":
+        info.target_mean = parts[0][1].mean(axis=0).astype("float32")
+        info.target_std = np.maximum(parts[0][1].std(axis=0), 1e-6).astype("float32")
     splits = [tf.data.Dataset.from_tensor_slices(part) for part in parts]
     return Data(*splits, info=info)
 

@@ -33,6 +33,10 @@ class DataInfo:
             describes, adapted on the training split (`None` when inputs are used as they are).
         input_mean, input_variance: per-feature moments of the training inputs (numeric
             tables), for a builder's `keras.layers.Normalization(mean=..., variance=...)`.
+        input_range: `(low, high)` of the input values where known (images: (0, 255) from
+            files, (0, 1) for the bundled digits), for a builder's `Rescaling`.
+        target_mean, target_std: moments of the training targets (regression), so a builder
+            can predict in standardized units and rescale its output.
     """
 
     name: str
@@ -49,6 +53,9 @@ class DataInfo:
     preprocessing: Any = None
     input_mean: Any = None
     input_variance: Any = None
+    input_range: Any = None
+    target_mean: Any = None
+    target_std: Any = None
 
     @property
     def output_units(self) -> int:

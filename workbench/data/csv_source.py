@@ -170,4 +170,8 @@ def load_csv(path, seed=0, task=None, val_fraction=0.1, test_fraction=0.2, targe
                     num_classes=num_classes, num_targets=1 if task == "regression" else None,
                     class_names=class_names, sizes=sizes, fingerprint=fingerprint,
                     source=str(path), preprocessing=space)
+    if task == "regression":
+        train_targets = y[assignment == 0].astype("float64")
+        info.target_mean = np.asarray([train_targets.mean()], "float32")
+        info.target_std = np.asarray([max(train_targets.std(), 1e-6)], "float32")
     return Data(*encoded, info=info)

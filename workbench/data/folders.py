@@ -136,7 +136,8 @@ def load_image_folder(directory, seed=0, task=None, val_fraction=0.1, test_fract
     info = DataInfo(name=Path(directory).name, task=task, input_shape=(*image_size, channels),
                     num_classes=2 if task == "binary" else len(class_names),
                     class_names=class_names, sizes=sizes,
-                    fingerprint=_fingerprint(paths, labels, assignment), source=str(directory))
+                    fingerprint=_fingerprint(paths, labels, assignment), source=str(directory),
+                    input_range=(0.0, 255.0))
     if task == "binary":
         datasets = [d.map(lambda x, y: (x, _as_float(y))) for d in datasets]
     return Data(*datasets, info=info)

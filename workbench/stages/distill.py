@@ -10,7 +10,7 @@ from workbench.compression.stage_outputs import adopt_model, export_variants, te
 from workbench.compression.training import FineTuning
 from workbench.tasks import compile_args
 from workbench.errors import WorkbenchError
-from workbench.recipe import builder_takes_data_info
+from workbench.recipe import call_builder
 
 
 def build_student(recipe, data_info):
@@ -21,9 +21,7 @@ def build_student(recipe, data_info):
         raise WorkbenchError("stage 'distill' needs a student model: add `student=build_student` "
                              "(a builder of hp, like `model`) to the recipe")
     hp = keras_tuner.HyperParameters()
-    if builder_takes_data_info(recipe.student):
-        return recipe.student(hp, data_info)
-    return recipe.student(hp)
+    return call_builder(recipe.student, hp, data_info, recipe.model_options)
 
 
 def distill(ctx):

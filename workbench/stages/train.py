@@ -13,7 +13,7 @@ from workbench import components
 from workbench.callbacks import BatchSizeSchedule
 from workbench.context import keras_verbosity
 from workbench.distribute import scaled_learning_rate
-from workbench.recipe import builder_takes_data_info
+from workbench.recipe import call_builder
 from workbench.tasks import compile_args
 
 
@@ -27,9 +27,7 @@ def hyperparameters(ctx):
 
 
 def build_model(recipe, hp, data_info):
-    if builder_takes_data_info(recipe.model):
-        return recipe.model(hp, data_info)
-    return recipe.model(hp)
+    return call_builder(recipe.model, hp, data_info, recipe.model_options)
 
 
 class LearningRateLog(keras.callbacks.Callback):
