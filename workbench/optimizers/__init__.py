@@ -11,6 +11,7 @@ from workbench.optimizers.lookahead import Lookahead
 from workbench.optimizers.prodigy import Prodigy
 from workbench.optimizers.radam import RAdam
 from workbench.optimizers.shampoo import Shampoo
+from workbench.optimizers.soap import SOAP
 from workbench.optimizers.wrapper import OptimizerWrapper
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "OptimizerWrapper",
     "Prodigy",
     "RAdam",
+    "SOAP",
     "Shampoo",
 ]
