@@ -1,0 +1,312 @@
+"""Language-model benchmarks on the `gpt` recipe's default configuration, side by side.
+
+(b) Optimizer race: steps to reach validation loss 1.75 (nats/token) and the loss at the last
+    step, for Keras AdamW, Muon, Lion and ScheduleFreeAdamW and the workbench's Shampoo and SOAP,
+    each with its learning rate tuned on a small grid (`RACE_GRIDS`), median over seeds. Every
+    contender trains the same model from the same initial weights on the same batches: nanoGPT's
+    CPU configuration (4 layers, 4 heads, width 128, context 64, batch 12, dropout 0), 100 warm-up
+    steps then cosine decay to a tenth of the rate, global gradient clipping at 1.0, decoupled
+    weight decay 0.1 on every variable of rank >= 2 and none on the others (ScheduleFreeAdamW
+    replaces the schedule by its own warm-up and averaging). Validation loss is measured every
+    `--eval-every` steps on a fixed set of validation windows, so "steps to 1.75" is the first
+    evaluation at or below it.
+(c) Quantization: Keras' `model.quantize` modes (int8, int4, GPTQ, AWQ) on a trained GPT,
+    evaluated on the same validation windows: weight bytes, validation loss, perplexity,
+    generation tokens/s (see `workbench.lm.compress`).
+
+    python benchmarks/lm.py --parts b [--steps 2000] [--seeds 0,1,2] [--optimizers adamw,soap]
+                            [--out benchmarks/results/lm.json]
+    python benchmarks/lm.py --parts c --model RUN/model.keras
+
+Prints the tables and writes them as JSON (each part under its own key).
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# This folder's compression.py would shadow the standard library's `compression` (JAX imports it).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from workbench.optimizers import SOAP, Shampoo  # noqa: E402
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "lm.json"
+TARGET_LOSS = 1.75
+CONTEXT = 64
+BATCH = 12
+WARMUP_STEPS = 100
+WEIGHT_DECAY = 0.1
+VALIDATION_WINDOWS = 512
+
+
+def _race_optimizers():
+    """name -> fn(learning rate as a float or schedule) -> optimizer."""
+    opt = keras.optimizers
+    return {
+        "adamw": lambda lr: opt.AdamW(lr, beta_2=0.99, weight_decay=WEIGHT_DECAY,
+                                      global_clipnorm=1.0),
+        "muon": lambda lr: opt.Muon(lr, adam_beta_2=0.99, weight_decay=WEIGHT_DECAY,
+                                    adam_weight_decay=WEIGHT_DECAY, global_clipnorm=1.0),
+        # Lion's steps are sign-sized: the rate 3-10x smaller, the decay as much larger.
+        "lion": lambda lr: opt.Lion(lr, beta_2=0.99, weight_decay=WEIGHT_DECAY * 10,
+                                    global_clipnorm=1.0),
+        "schedule_free_adamw": lambda lr: opt.ScheduleFreeAdamW(
+            lr, beta_2=0.99, warmup_steps=WARMUP_STEPS, weight_decay=WEIGHT_DECAY,
+            global_clipnorm=1.0),
+        "shampoo": lambda lr: Shampoo(lr, beta_2=0.99, weight_decay=WEIGHT_DECAY,
+                                      global_clipnorm=1.0),
+        "soap": lambda lr: SOAP(lr, beta_1=0.9, beta_2=0.99, weight_decay=WEIGHT_DECAY,
+                                global_clipnorm=1.0),
+    }
+
+
+RACE_GRIDS = {
+    "adamw": (1e-3, 2e-3, 4e-3),
+    "muon": (2e-3, 4e-3, 8e-3),
+    "lion": (1e-4, 3e-4, 1e-3),
+    "schedule_free_adamw": (1e-3, 2e-3, 4e-3),
+    "shampoo": (1e-3, 2e-3, 4e-3),
+    "soap": (1e-3, 2e-3, 4e-3),
+}
+SCHEDULE_FREE = {"schedule_free_adamw"}
+
+
+def stdlib_corpus():
+    """The issue's `stdlib` corpus as bytes: train = first 90%, validation = last 10%."""
+    try:
+        from workbench.lm.corpus import stdlib_bytes  # the recipe's own definition, once it exists
+        data = stdlib_bytes()
+    except ImportError:
+        import glob
+        import sysconfig
+
+        root = sysconfig.get_paths()["stdlib"]
+        paths = sorted(p for p in glob.glob(root + "/**/*.py", recursive=True)
+                       if "site-packages" not in p and "/test" not in p and "idle_test" not in p)
+        data = b"".join(Path(p).read_bytes() for p in paths)
+    tokens = np.frombuffer(data, dtype=np.uint8).astype("int32")
+    cut = int(len(tokens) * 0.9)
+    return tokens[:cut], tokens[cut:]
+
+
+def validation_windows(tokens, count, context=CONTEXT):
+    """`count` non-overlapping windows of `context + 1` tokens spread evenly over `tokens`."""
+    starts = np.linspace(0, len(tokens) - context - 1, count).astype("int64")
+    return np.stack([tokens[s:s + context + 1] for s in starts])
+
+
+def build_race_model(seed, vocabulary_size=256, context=CONTEXT):
+    """The default GPT: `workbench.lm.model.build_gpt` when present, else the same configuration
+    from KerasHub's GPT-2 backbone with tied input/output embeddings."""
+    keras.utils.set_random_seed(seed)
+    try:
+        from workbench.lm.model import build_gpt
+        return build_gpt()
+    except ImportError:
+        pass
+    import keras_hub
+
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=vocabulary_size, num_layers=4, num_heads=4, hidden_dim=128,
+        intermediate_dim=512, dropout=0.0, max_sequence_length=context)
+    ids = keras.Input((context,), dtype="int32", name="token_ids")
+    hidden = backbone({"token_ids": ids, "padding_mask": keras.ops.ones_like(ids, dtype="bool")})
+    return keras.Model(ids, backbone.token_embedding(hidden, reverse=True), name="gpt")
+
+
+def _schedule(name, lr, steps):
+    if name in SCHEDULE_FREE:
+        return lr
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, steps - WARMUP_STEPS), alpha=0.1, warmup_target=lr,
+        warmup_steps=WARMUP_STEPS)
+
+
+class _Evaluate(keras.callbacks.Callback):
+    """Validation loss every `every` steps (with ScheduleFreeAdamW's averaged weights)."""
+
+    def __init__(self, x, y, every):
+        super().__init__()
+        self.x, self.y, self.every, self.losses = x, y, every, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0:
+            optimizer = self.model.optimizer
+            swap = hasattr(optimizer, "swap_to_evaluation_weights") and hasattr(
+                optimizer, "swap_to_training_weights")
+            if swap:
+                optimizer.swap_to_evaluation_weights(self.model.trainable_variables)
+            loss = self.model.evaluate(self.x, self.y, batch_size=64, verbose=0)
+            if swap:
+                optimizer.swap_to_training_weights(self.model.trainable_variables)
+            self.losses.append((step, float(loss)))
+
+
+def race_run(name, lr, seed, steps, train_tokens, val, eval_every, initial_weights=None):
+    """One contender, one rate, one seed: [(step, validation loss)] and seconds per step."""
+    import tensorflow as tf
+
+    model = build_race_model(seed)
+    if initial_weights is not None:
+        model.set_weights(initial_weights)
+    optimizer = _race_optimizers()[name](_schedule(name, lr, steps))
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for v in model.trainable_variables if len(v.shape) < 2])
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=True)
+    # The same batches for every contender with this seed (nanoGPT's random windows).
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(train_tokens) - CONTEXT - 1, size=steps * BATCH)
+    windows = train_tokens[starts[:, None] + np.arange(CONTEXT + 1)]
+    dataset = tf.data.Dataset.from_tensor_slices((windows[:, :-1], windows[:, 1:])).batch(BATCH)
+    evaluate = _Evaluate(val[:, :-1], val[:, 1:], eval_every)
+    start = time.perf_counter()
+    model.fit(dataset.prefetch(4), epochs=1, verbose=0, callbacks=[evaluate])
+    seconds = time.perf_counter() - start
+    return evaluate.losses, seconds / steps
+
+
+def steps_to(losses, target):
+    return next((step for step, loss in losses if loss <= target), None)
+
+
+def optimizer_race(optimizers=tuple(RACE_GRIDS), grids=None, seeds=(0, 1, 2), steps=2000,
+                   eval_every=100, target=TARGET_LOSS, log=print):
+    """Part (b). For each optimizer and rate on its grid, runs every seed; the rate with the
+    fewest median steps to `target` (ties and misses: lowest median final loss) is its tuned
+    rate. Returns {"runs": [...], "table": [...]} ready for JSON."""
+    grids = dict(RACE_GRIDS, **(grids or {}))
+    train_tokens, val_tokens = stdlib_corpus()
+    val = validation_windows(val_tokens, VALIDATION_WINDOWS)
+    runs, table = [], []
+    for name in optimizers:
+        per_rate = []
+        for lr in grids[name]:
+            results = []
+            for seed in seeds:
+                losses, step_seconds = race_run(name, lr, seed, steps, train_tokens, val,
+                                                eval_every)
+                run = {"optimizer": name, "learning_rate": lr, "seed": seed, "steps": steps,
+                       "losses": losses, "steps_to_target": steps_to(losses, target),
+                       "final_loss": losses[-1][1] if losses else None,
+                       "seconds_per_step": step_seconds}
+                runs.append(run)
+                results.append(run)
+                log(f"  {name:20s} lr {lr:.0e} seed {seed}: final {run['final_loss']:.4f} "
+                    f"steps to {target} {run['steps_to_target']}  "
+                    f"{step_seconds * 1000:.0f} ms/step", flush=True)
+            reached = [r["steps_to_target"] for r in results]
+            per_rate.append({
+                "learning_rate": lr,
+                "median_steps_to_target": (statistics.median(reached)
+                                           if all(s is not None for s in reached) else None),
+                "median_final_loss": statistics.median(r["final_loss"] for r in results),
+                "median_ms_per_step": 1000 * statistics.median(
+                    r["seconds_per_step"] for r in results)})
+        best = min(per_rate, key=lambda r: (r["median_steps_to_target"] or math.inf,
+                                            r["median_final_loss"]))
+        table.append({"optimizer": name, **best, "grid": list(grids[name])})
+    adamw = next((row for row in table if row["optimizer"] == "adamw"), None)
+    for row in table:
+        if adamw and adamw["median_steps_to_target"] and row["median_steps_to_target"]:
+            row["speedup_vs_adamw"] = adamw["median_steps_to_target"] / row[
+                "median_steps_to_target"]
+    return {"target_loss": target, "seeds": list(seeds), "steps": steps,
+            "eval_every": eval_every, "validation_windows": VALIDATION_WINDOWS,
+            "table": table, "runs": runs}
+
+
+def print_race(result):
+    print(f"\n(b) optimizer race: steps to validation loss {result['target_loss']} "
+          f"(evaluated every {result['eval_every']} steps on {result['validation_windows']} "
+          f"windows), {result['steps']} steps, median of seeds {result['seeds']}")
+    print(f"{'optimizer':22s} {'tuned lr':>9s} {'steps to target':>16s} {'final loss':>11s} "
+          f"{'vs AdamW':>9s} {'ms/step':>8s}")
+    for row in result["table"]:
+        reached = row["median_steps_to_target"]
+        speedup = row.get("speedup_vs_adamw")
+        print(f"{row['optimizer']:22s} {row['learning_rate']:9.0e} "
+              f"{(str(int(reached)) if reached else 'not reached'):>16s} "
+              f"{row['median_final_loss']:11.4f} "
+              f"{(f'{speedup:.2f}x' if speedup else '-'):>9s} {row['median_ms_per_step']:8.0f}")
+
+
+def quantization_table(model_path, windows=VALIDATION_WINDOWS, log=print):
+    """Part (c): every `workbench.lm.compress` mode on a trained GPT."""
+    from workbench.components import load_model
+    from workbench.lm.compress import compare_quantization_modes
+
+    model = load_model(model_path)
+    train_tokens, val_tokens = stdlib_corpus()
+    context = int(model.inputs[0].shape[1])
+    val = validation_windows(val_tokens, windows, context)
+    calibration = validation_windows(train_tokens, 128, context)
+    return compare_quantization_modes(model, val, calibration, log=log)
+
+
+def print_quantization(rows):
+    from workbench.lm.compress import format_quantization_table
+
+    print("\n(c) quantization (Keras model.quantize), same validation windows")
+    print(format_quantization_table(rows))
+
+
+def machine():
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "cpus": os.cpu_count(), "keras": keras.__version__}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default="b", help="comma-separated parts to run (b, c)")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--optimizers", default=",".join(RACE_GRIDS))
+    parser.add_argument("--grid", action="append", default=[],
+                        help="NAME=LR,LR,... overrides one optimizer's grid")
+    parser.add_argument("--target", type=float, default=TARGET_LOSS)
+    parser.add_argument("--model", help="a trained GPT (.keras) for part c")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    report = json.loads(args.out.read_text()) if args.out.exists() else {}
+    report["machine"] = machine()
+    if "b" in parts:
+        grids = {}
+        for item in args.grid:
+            name, rates = item.split("=")
+            grids[name] = tuple(float(r) for r in rates.split(","))
+        result = optimizer_race(
+            optimizers=args.optimizers.split(","), grids=grids,
+            seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps,
+            eval_every=args.eval_every, target=args.target)
+        print_race(result)
+        report["b_optimizer_race"] = result
+    if "c" in parts:
+        if not args.model:
+            parser.error("part c needs --model RUN/model.keras (a trained GPT)")
+        rows = quantization_table(args.model)
+        print_quantization(rows)
+        report["c_quantization"] = rows
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    temp = args.out.with_name(f".partial-{os.getpid()}-{args.out.name}")
+    temp.write_text(json.dumps(report, indent=2))
+    os.replace(temp, args.out)
+
+
+if __name__ == "__main__":
+    main()
