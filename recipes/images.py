@@ -13,6 +13,7 @@ from workbench.recipe import Recipe
 from workbench.tasks import output_layer
 
 BACKBONES = {
+    "mobilenet": (keras.applications.MobileNet, 32),
     "mobilenet_v2": (keras.applications.MobileNetV2, 32),
     "efficientnet_b0": (keras.applications.EfficientNetB0, 32),
     "resnet50_v2": (keras.applications.ResNet50V2, 32),
@@ -24,7 +25,7 @@ def build_model(hp, data_info, options):
     backbone -> global average pooling -> dropout -> the task's head."""
     from workbench.errors import WorkbenchError
 
-    name = options.get("backbone", "mobilenet_v2")
+    name = options.get("backbone", "mobilenet")
     if name not in BACKBONES:
         raise WorkbenchError(f"unknown model_options.backbone '{name}': "
                              f"{', '.join(BACKBONES)}")
@@ -42,9 +43,15 @@ def build_model(hp, data_info, options):
     if channels == 1:
         x = keras.layers.Concatenate()([x, x, x])
     x = keras.layers.Rescaling(2.0, offset=-1.0)(x)  # [-1, 1], what these backbones expect
-    alpha = {"alpha": options.get("alpha", 0.35)} if name == "mobilenet_v2" else {}
+    alpha = {"alpha": options.get("alpha", 0.25)} if name.startswith("mobilenet") else {}
     backbone = backbone_class(include_top=False, weights=options.get("weights"),
                               input_shape=(size, size, 3), pooling="avg", **alpha)
+    if options.get("weights") is None:
+        # Trained from scratch for a few hundred steps, the backbones' batch-norm statistics
+        # (momentum 0.99-0.999, tuned for ImageNet-length training) would lag the weights.
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
     x = backbone(x)
     x = keras.layers.Dropout(hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.2))(x)
     outputs = output_layer(data_info)(x)
@@ -60,7 +67,7 @@ RECIPE = Recipe(
     optimizer="adam",
     learning_rate=2e-3,
     schedule="cosine",
-    epochs=30,
+    epochs=15,
     batch_size=32,
     stages=("train", "evaluate", "export", "verify"),
     fast={"epochs": 1, "verify.max_examples": 64, "export.representative_examples": 16,

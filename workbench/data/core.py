@@ -77,6 +77,9 @@ class Data:
     val: Any
     test: Any
     info: DataInfo
+    # True when the source reshuffles its training split itself, before decoding (file paths
+    # rather than decoded images), so memory does not grow with the data set's size.
+    train_shuffled: bool = False
 
     def sizes(self):
         return dict(self.info.sizes)
@@ -90,7 +93,7 @@ class Data:
         import tensorflow as tf
 
         dataset = self.split(split)
-        if shuffle:
+        if shuffle and not (split == "train" and self.train_shuffled):
             dataset = dataset.shuffle(shuffle_buffer(self.info.sizes.get(split)), seed=seed,
                                       reshuffle_each_iteration=True)
         if repeat:

@@ -99,12 +99,14 @@ def _fingerprint(paths, labels, assignment):
 
 
 def _splits(paths, labels, make, seed, val_fraction, test_fraction, where):
+    """The three splits; the training split reshuffles its file paths every epoch (before any
+    file is read, so the shuffle holds paths, not decoded examples)."""
     assignment = split_assignment(len(paths), seed, val_fraction, test_fraction, labels,
                                   where=where)
     datasets, sizes = [], {}
     for code, name in enumerate(("train", "val", "test")):
         chosen = np.flatnonzero(assignment == code)
-        datasets.append(make([paths[i] for i in chosen], labels[chosen]))
+        datasets.append(make([paths[i] for i in chosen], labels[chosen], code == 0))
         sizes[name] = int(len(chosen))
     return datasets, sizes, assignment
 
@@ -125,10 +127,11 @@ def load_image_folder(directory, seed=0, task=None, val_fraction=0.1, test_fract
                              f"got '{color_mode}'")
     image_size = tuple(int(s) for s in image_size)
 
-    def make(split_paths, split_labels):
+    def make(split_paths, split_labels, shuffle):
         return image_dataset_utils.paths_and_labels_to_dataset(
             split_paths, image_size, channels, split_labels, "int", len(class_names),
-            "bilinear", "channels_last")
+            "bilinear", "channels_last", shuffle=shuffle,
+            shuffle_buffer_size=max(1, len(split_paths)), seed=seed)
 
     datasets, sizes, assignment = _splits(paths, labels, make, seed, val_fraction,
                                           test_fraction, f"data folder '{directory}'")
@@ -140,7 +143,7 @@ def load_image_folder(directory, seed=0, task=None, val_fraction=0.1, test_fract
                     input_range=(0.0, 255.0))
     if task == "binary":
         datasets = [d.map(lambda x, y: (x, _as_float(y))) for d in datasets]
-    return Data(*datasets, info=info)
+    return Data(*datasets, info=info, train_shuffled=True)
 
 
 def _as_float(y):
@@ -165,9 +168,10 @@ def load_text_folder(directory, seed=0, task=None, val_fraction=0.1, test_fracti
     paths, labels, class_names = _index(directory, TEXT_FORMATS, "text files")
     _check_texts(paths)
 
-    def make(split_paths, split_labels):
+    def make(split_paths, split_labels, shuffle):
         return text_dataset_utils.paths_and_labels_to_dataset(
-            split_paths, split_labels, "int", len(class_names), max_length)
+            split_paths, split_labels, "int", len(class_names), max_length, shuffle=shuffle,
+            shuffle_buffer_size=max(1, len(split_paths)), seed=seed)
 
     datasets, sizes, assignment = _splits(paths, labels, make, seed, val_fraction,
                                           test_fraction, f"data folder '{directory}'")
@@ -190,4 +194,4 @@ def load_text_folder(directory, seed=0, task=None, val_fraction=0.1, test_fracti
                     class_names=class_names, vocabulary_size=vocabulary_size, sizes=sizes,
                     fingerprint=_fingerprint(paths, labels, assignment), source=str(directory),
                     preprocessing=vectorizer)
-    return Data(*datasets, info=info)
+    return Data(*datasets, info=info, train_shuffled=True)
