@@ -29,6 +29,8 @@ from workbench.settings import (
     PRUNE_STRUCTURES, QUANTIZE_MODES, CLUSTER_INITS, EarlyStoppingSettings, PlateauSettings,
     ExportSettings, VerifySettings, LRFindSettings, BatchGrowthSettings, SearchSettings,
     PruneSettings, QuantizeSettings, ClusterSettings, DistillSettings)
+from workbench.lm.settings import (
+    SAMPLERS, TOKENIZERS, GenerateSettings, LanguageModelSettings)
 
 @dataclass
 class Recipe:
@@ -60,6 +62,9 @@ class Recipe:
         seed: seeds the data split, initialization and shuffling; with op determinism on, the same
             seed gives the same result.
         stages: the pipeline, in order.
+        lm: the language_model task's corpus, tokenizer, context and step-based training
+            (workbench.lm.settings.LanguageModelSettings).
+        generate: the `generate` stage's prompts and sampler (GenerateSettings).
         fast: overrides applied by `--fast` for a seconds-long smoke run.
         student: builder of a smaller model for the `distill` stage (same signature as `model`).
         strategy: `tf.distribute` strategy: auto, default, one_device, mirrored, multi_worker, tpu.
@@ -105,6 +110,8 @@ class Recipe:
     quantize: QuantizeSettings = field(default_factory=QuantizeSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     distill: DistillSettings = field(default_factory=DistillSettings)
+    lm: LanguageModelSettings = field(default_factory=LanguageModelSettings)
+    generate: GenerateSettings = field(default_factory=GenerateSettings)
     stages: tuple[str, ...] = ("train", "evaluate", "export", "verify")
     fast: dict = field(default_factory=lambda: {"epochs": 2})
 
@@ -173,6 +180,7 @@ class Recipe:
                 value = self.data_options[fraction]
                 checks.append((isinstance(value, (int, float)) and 0 < value < 1,
                                f"data_options.{fraction} must be in (0, 1), got {value!r}"))
+        checks += [(False, message) for message in self.lm.problems() + self.generate.problems()]
         for ok, message in checks:
             if not ok:
                 raise WorkbenchError(message)
@@ -182,7 +190,9 @@ class Recipe:
                    ("prune.schedule", self.prune.schedule, PRUNE_SCHEDULES),
                    ("prune.structure", self.prune.structure, PRUNE_STRUCTURES),
                    ("quantize.mode", self.quantize.mode, QUANTIZE_MODES),
-                   ("cluster.init", self.cluster.init, CLUSTER_INITS)]
+                   ("cluster.init", self.cluster.init, CLUSTER_INITS),
+                   ("lm.tokenizer", self.lm.tokenizer, TOKENIZERS),
+                   ("generate.sampler", self.generate.sampler, SAMPLERS)]
         for key, value, valid in choices:
             if value not in valid:
                 raise WorkbenchError(f"unknown {key} '{value}': {suggest(value, valid)}")

@@ -4,6 +4,7 @@ from workbench.stages.cluster import cluster
 from workbench.stages.distill import distill
 from workbench.stages.evaluate import evaluate
 from workbench.stages.export import export
+from workbench.stages.generate import check_generate, generate
 from workbench.stages.lr_find import lr_find
 from workbench.stages.prune import prune
 from workbench.stages.quantize import quantize
@@ -16,6 +17,7 @@ STAGES = {
     "search": search,
     "train": train,
     "evaluate": evaluate,
+    "generate": generate,
     "export": export,
     "verify": verify,
     "prune": prune,
@@ -28,6 +30,7 @@ STAGES = {
 # writes nothing: preflight(recipe, data_info) raises WorkbenchError.
 PREFLIGHT = {
     "search": check_search_space,
+    "generate": check_generate,
 }
 
 # What a stage needs from the stages before it. A model comes from train, distill's student

@@ -1,0 +1,97 @@
+"""Continuing prompts with a language model and one of KerasHub's samplers.
+
+The model reads a fixed context of `T` tokens and has no key/value cache, so each new token costs
+one forward pass over the last `T` tokens (a sliding window once the text is longer than `T`):
+for position `i` the window is `tokens[max(0, i - T) : max(0, i - T) + T]` and the next token is
+drawn from the logits at `i - 1`. Later positions in the window do not matter (the model is
+causal), so the buffer may hold padding there. The sampler (`keras_hub.samplers`: greedy, top-k
+(Fan et al. 2018), top-p/nucleus (Holtzman et al. 2020), plain random) turns logits / temperature
+into the next token.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from workbench.errors import WorkbenchError, suggest
+from workbench.lm.model import model_context
+from workbench.lm.settings import SAMPLERS
+
+
+def make_sampler(name="greedy", k=10, p=0.9, temperature=1.0, seed=0):
+    import keras_hub
+
+    samplers = keras_hub.samplers
+    if name == "greedy":
+        return samplers.GreedySampler()
+    if name == "top_k":
+        return samplers.TopKSampler(k=k, seed=seed, temperature=temperature)
+    if name == "top_p":
+        return samplers.TopPSampler(p=p, seed=seed, temperature=temperature)
+    if name == "random":
+        return samplers.RandomSampler(seed=seed, temperature=temperature)
+    raise WorkbenchError(f"unknown sampler '{name}': {suggest(name, SAMPLERS)}")
+
+
+def check_language_model(model, stage="generate"):
+    """A model that does not map token ids to per-position logits cannot continue text."""
+    shape = getattr(model, "output_shape", None)
+    inputs = getattr(model, "inputs", None) or []
+    dtype = str(inputs[0].dtype) if inputs else ""
+    if not (isinstance(shape, tuple) and len(shape) == 3 and "int" in dtype
+            and model_context(model)):
+        raise WorkbenchError(
+            f"stage '{stage}' needs a language model (token ids (batch, context) -> logits "
+            f"(batch, context, vocabulary)), but model '{model.name}' takes "
+            f"{getattr(model, 'input_shape', '?')} {dtype or ''} and gives {shape}; train one "
+            "with a language_model recipe such as 'gpt'")
+
+
+def continue_ids(model, prompt_ids, max_tokens, sampler):
+    """`prompt_ids` (a list of ints) followed by `max_tokens` sampled ids."""
+    context = model_context(model)
+    prompt_ids = [int(i) for i in prompt_ids]
+    if not prompt_ids:
+        raise WorkbenchError("generate: the prompt is empty; give at least one character")
+    length = len(prompt_ids) + max_tokens
+    size = max(length, context)
+    buffer = np.zeros((1, size), dtype="int32")
+    buffer[0, :len(prompt_ids)] = prompt_ids
+    mask = np.zeros((1, size), dtype=bool)
+    mask[0, :len(prompt_ids)] = True
+
+    def next_logits(tokens, cache, index):
+        start = ops.maximum(index - context, 0)
+        window = ops.slice(tokens, ops.stack([0, start]), (1, context))
+        logits = model(window, training=False)
+        logits = ops.take(logits, index - 1 - start, axis=1)
+        return ops.cast(logits, "float32"), None, cache
+
+    def run(tokens, mask):
+        return sampler(next_logits, tokens, index=len(prompt_ids), mask=mask)
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        run = tf.function(run)
+    out = run(ops.convert_to_tensor(buffer), ops.convert_to_tensor(mask))
+    return [int(i) for i in ops.convert_to_numpy(out)[0, :length]]
+
+
+def generate_text(model, tokenizer, prompts, max_tokens=200, sampler="greedy", k=10, p=0.9,
+                  temperature=1.0, seed=0):
+    """Each prompt continued by `max_tokens` tokens: a list of `{prompt, continuation}`."""
+    check_language_model(model)
+    sampler_object = make_sampler(sampler, k=k, p=p, temperature=temperature, seed=seed)
+    samples = []
+    for prompt in prompts:
+        ids = list(tokenizer.encode(prompt))
+        vocabulary = model.output_shape[-1]
+        if max(ids) >= vocabulary:
+            raise WorkbenchError(f"generate: the prompt {prompt!r} has token ids up to "
+                                 f"{max(ids)}, beyond the model's vocabulary of {vocabulary}")
+        out = continue_ids(model, ids, max_tokens, sampler_object)
+        samples.append({"prompt": prompt, "continuation": tokenizer.decode(out[len(ids):])})
+    return samples

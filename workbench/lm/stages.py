@@ -1,0 +1,214 @@
+"""The language-model task in the pipeline: its data, checks and the `train`, `evaluate` and
+`generate` stages (`stage(ctx) -> ctx`; the generic stages hand over when the task is
+`language_model`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from workbench.data.core import Data, DataInfo
+from workbench.errors import WorkbenchError
+from workbench.lm import model as _model  # noqa: F401  (registers GPT and DecoderBlock)
+from workbench.lm.corpus import load_corpus, window_starts, windows_dataset
+
+
+@dataclass
+class LanguageData(Data):
+    """`Data` whose splits are non-overlapping windows `(x, y)` of `context + 1` tokens, plus the
+    tokenized corpus they come from (training samples random windows from it directly)."""
+
+    corpus: Any = None
+
+
+def load_language_data(recipe) -> LanguageData:
+    """The recipe's corpus as `LanguageData` (`test` is the validation split)."""
+    settings = recipe.lm
+    corpus = load_corpus(recipe.data, settings.tokenizer, settings.val_fraction, settings.context,
+                         settings.bpe_vocabulary_size)
+    context = settings.context
+    train_starts = window_starts(len(corpus.train), context)
+    val_starts = window_starts(len(corpus.val), context)
+    info = DataInfo(
+        name=recipe.data, task="language_model", input_shape=(context,), input_dtype="int32",
+        vocabulary_size=corpus.tokenizer.vocabulary_size,
+        sizes={"train": len(train_starts), "val": len(val_starts), "test": len(val_starts)},
+        fingerprint=corpus.fingerprint, source=recipe.data)
+    val = windows_dataset(corpus.val, context, val_starts)
+    return LanguageData(train=windows_dataset(corpus.train, context, train_starts), val=val,
+                        test=val, info=info, corpus=corpus)
+
+
+def preflight(recipe, data_info):
+    """Bad input found before any work: a stage that needs the language-model task on other data,
+    or a model builder whose context differs from `lm.context`."""
+    if data_info.task != "language_model":
+        if "generate" in recipe.stages:
+            raise WorkbenchError(
+                f"stage 'generate' continues text with a language model, but recipe "
+                f"'{recipe.name}' has task '{data_info.task}'; use a language_model recipe "
+                "such as 'gpt'")
+        return
+    if "train" in recipe.stages:
+        import keras
+        import keras_tuner
+
+        from workbench.lm.training import check_context
+        from workbench.stages.train import build_model
+
+        model = build_model(recipe, keras_tuner.HyperParameters(), data_info)
+        check_context(model, recipe.lm.context)
+        keras.utils.set_random_seed(recipe.seed)  # building drew from the same RNG
+
+
+def _corpus_summary(data):
+    corpus = data.corpus
+    return {"corpus": corpus.source, "corpus_bytes": corpus.num_bytes,
+            "fingerprint": corpus.fingerprint, "tokenizer": corpus.tokenizer.describe(),
+            "vocabulary_size": corpus.tokenizer.vocabulary_size,
+            "train_tokens": int(len(corpus.train)), "val_tokens": int(len(corpus.val))}
+
+
+def train(ctx):
+    """Build the recipe's model under the run's strategy and train it for `lm.steps` steps."""
+    import keras
+
+    from workbench.lm.model import flops_per_token
+    from workbench.lm.training import (
+        check_context, compile_language_model, effective_steps_per_execution,
+        learning_rate_schedule, train_language_model)
+    from workbench.stages.train import build_model, hyperparameters
+
+    recipe, settings = ctx.recipe, ctx.recipe.lm
+    data = ctx.require_data("train")
+    if _finished_before(ctx):
+        return ctx
+    replicas = ctx.strategy.num_replicas_in_sync
+    spe = effective_steps_per_execution(settings)
+    with ctx.strategy.scope():
+        model = build_model(recipe, hyperparameters(ctx), data.info)
+        check_context(model, settings.context)
+        compile_language_model(model, recipe, settings, replicas, spe)
+    parameters = int(model.count_params())
+    ctx.say(f"  {model.name}: {parameters:,} parameters, context {settings.context}, "
+            f"{settings.steps} steps of {recipe.batch_size * replicas * settings.accumulation} "
+            f"windows ({replicas} replica{'s' if replicas > 1 else ''}, accumulation "
+            f"{settings.accumulation}, jit_compile={recipe.jit_compile}, {spe} steps/execution)")
+    state, stop_reason = train_language_model(
+        model, data.corpus.train, data.corpus.val, recipe, settings, strategy=ctx.strategy,
+        run_dir=ctx.run_dir, resume=ctx.resuming, say=ctx.say)
+    ctx.model = model
+    ctx.history = {"loss": state.train_loss, "val_loss": state.val_loss}
+    schedule = learning_rate_schedule(recipe, settings, replicas)
+    ctx.learning_rates = [float(keras.ops.convert_to_numpy(schedule(step * settings.accumulation)))
+                          for step in range(settings.steps)]
+    tokens_per_second = (state.measured_tokens / state.measured_seconds
+                         if state.measured_seconds else None)
+    training_flops = flops_per_token(model, training=True)
+    steps_done = state.micro_step // settings.accumulation
+    results = {
+        **_corpus_summary(data), "steps": steps_done, "eval_steps": state.eval_steps,
+        "replicas": replicas, "global_batch_size": recipe.batch_size * replicas,
+        "accumulation": settings.accumulation, "tokens_per_step":
+            recipe.batch_size * replicas * settings.accumulation * settings.context,
+        "steps_per_execution": spe, "jit_compile": recipe.jit_compile,
+        "precision": recipe.precision, "parameters": parameters,
+        "tokens_per_second": tokens_per_second,
+        "tokens_per_second_overall": (state.micro_step * recipe.batch_size * replicas
+                                      * settings.context / state.train_seconds
+                                      if state.train_seconds else None),
+        "training_seconds": state.train_seconds, "flops_per_token": training_flops,
+        "achieved_flops_per_second": (training_flops * tokens_per_second
+                                      if tokens_per_second else None),
+        "final_loss": state.train_loss[-1] if state.train_loss else None,
+        "final_val_loss": state.val_loss[-1] if state.val_loss else None,
+        "best_val_loss": min(state.val_loss) if state.val_loss else None,
+    }
+    if stop_reason:
+        results["stop_reason"] = stop_reason
+        ctx.say(f"  stopped early: {stop_reason}")
+    with ctx.run_dir.atomic("model.keras") as temp:
+        model.save(str(temp))
+    results["model_path"] = str(ctx.run_dir / "model.keras")
+    results["model_bytes"] = (ctx.run_dir / "model.keras").stat().st_size
+    ctx.results["train"] = results
+    if tokens_per_second:
+        ctx.say(f"  {tokens_per_second:,.0f} training tokens/s, "
+                f"{training_flops * tokens_per_second / 1e9:.1f} GFLOP/s achieved "
+                f"({training_flops / 1e6:.2f} MFLOP/token)")
+    return ctx
+
+
+def _finished_before(ctx):
+    """On --resume, a training that had already finished is not repeated."""
+    from workbench import components
+
+    saved = ctx.run_dir / "model.keras"
+    previous = ctx.previous_report.get("stages", {}).get("train", {})
+    if not (ctx.resuming and saved.is_file() and previous.get("model_path")):
+        return False
+    ctx.model = components.load_model(saved)
+    ctx.history = ctx.previous_report.get("history", {})
+    ctx.results["train"] = {k: v for k, v in previous.items() if k != "seconds"}
+    ctx.say(f"  training had finished before the interruption; using {saved}")
+    return True
+
+
+def evaluate(ctx):
+    """Loss, perplexity and bits per byte over the whole validation split."""
+    from workbench.lm.evaluate import evaluate_split
+    from workbench.lm.generate import check_language_model
+    from workbench.lm.training import check_context
+
+    model = ctx.require_model("evaluate")
+    data = ctx.require_data("evaluate")
+    check_language_model(model, "evaluate")
+    settings = ctx.recipe.lm
+    check_context(model, settings.context)
+    tokenizer = data.corpus.tokenizer
+    token_bytes = getattr(tokenizer, "token_bytes", lambda: None)()
+    metrics = evaluate_split(model, data.corpus.val, settings.context,
+                             batch_size=settings.eval_batch_size,
+                             max_windows=settings.max_eval_windows, token_bytes=token_bytes)
+    ctx.results["evaluate"] = metrics
+    speed = metrics["tokens_per_second"]
+    ctx.say(f"  val_loss {metrics['val_loss']:.4f} nats/token  perplexity "
+            f"{metrics['perplexity']:.3f}  {metrics['bits_per_byte']:.4f} bits/byte  over "
+            f"{metrics['tokens']:,} tokens ({metrics['windows']:,} windows)"
+            + (f"  {speed:,.0f} tokens/s" if speed else ""))
+    return ctx
+
+
+def generate(ctx):
+    """Continue `generate.prompt` and `generate.prompts`; samples go to the report and
+    `samples.txt`."""
+    from workbench.lm.generate import generate_text
+
+    model = ctx.require_model("generate")
+    data = ctx.require_data("generate")
+    settings = ctx.recipe.generate
+    prompts = [p for p in (settings.prompt, *settings.prompts) if p]
+    if not prompts:
+        raise WorkbenchError("generate: no prompt; set --set generate.prompt=TEXT")
+    tokenizer = data.corpus.tokenizer if getattr(data, "corpus", None) else None
+    if tokenizer is None:
+        from workbench.lm.tokenizers import ByteTokens
+
+        tokenizer = ByteTokens()
+    samples = generate_text(model, tokenizer, prompts, max_tokens=settings.max_tokens,
+                            sampler=settings.sampler, k=settings.k, p=settings.p,
+                            temperature=settings.temperature, seed=settings.seed)
+    lines = []
+    for sample in samples:
+        lines += [f"--- prompt: {sample['prompt']!r} ({settings.sampler})",
+                  sample["prompt"] + sample["continuation"], ""]
+    ctx.run_dir.write_text("samples.txt", "\n".join(lines))
+    ctx.results["generate"] = {"sampler": settings.sampler, "max_tokens": settings.max_tokens,
+                               "temperature": settings.temperature, "samples": samples}
+    for sample in samples:
+        text = (sample["prompt"] + sample["continuation"]).replace("\n", "\\n")
+        ctx.say(f"  {text[:160]}")
+    return ctx

@@ -1,0 +1,14 @@
+"""Continue text prompts with the run's language model (see workbench.lm.generate)."""
+
+
+def generate(ctx):
+    from workbench.lm.stages import generate as generate_text
+
+    return generate_text(ctx)
+
+
+def check_generate(recipe, data_info):
+    """Before any work: `generate` needs the language-model task."""
+    from workbench.lm.stages import preflight
+
+    preflight(recipe, data_info)
