@@ -38,9 +38,9 @@ def windows(count, context=CONTEXT, offset=0):
 
 
 @functools.cache
-def trained_weights(steps=60, **options):
+def trained_weights(steps=300, **options):
     model = build_tiny_gpt(**options)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     data = windows(steps * 8, offset=3)
     model.fit(data[:, :-1], data[:, 1:], batch_size=8, epochs=1, verbose=0, shuffle=False)

@@ -295,7 +295,7 @@ def test_lr_finder_sweeps_suggests_and_restores(tmp_path):
     model = _linear_model(optimizer)
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # some optimizer state
     before = model.get_weights()
-    optimizer_state = [v.numpy().copy() for v in optimizer.variables]
+    optimizer_state = [keras.ops.convert_to_numpy(v).copy() for v in optimizer.variables]
 
     finder = LRFinder(min_lr=1e-4, max_lr=100.0, num_steps=80)
     model.fit(x, y, batch_size=16, epochs=5, verbose=0, callbacks=[finder])
@@ -315,7 +315,7 @@ def test_lr_finder_sweeps_suggests_and_restores(tmp_path):
 
     _assert_weights_equal(model.get_weights(), before)
     for variable, value in zip(optimizer.variables, optimizer_state):
-        np.testing.assert_array_equal(variable.numpy(), value)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), value)
 
     path = finder.plot(tmp_path / "lr_finder.png")
     image = matplotlib.image.imread(path)

@@ -10,7 +10,7 @@ import pytest
 import datagen
 from conftest import REPO, run_cli
 
-TINY = REPO / "tests" / "recipes" / "tiny.py"
+TINY = REPO / "tests" / "fixtures" / "tiny_recipe.py"
 
 
 def _int8_run(tmp_path, data, *extra):

@@ -20,6 +20,7 @@ from workbench.optimizers import Prodigy
 from workbench.optimizers import RAdam
 from workbench.optimizers import Shampoo
 from workbench.optimizers.gradient_noise import standard_normal
+from workbench.optimizers.matrix_roots import newton_inverse_root
 
 TOLERANCE = dict(rtol=1e-6, atol=1e-6)
 SHAPES = [(5, 3), (3,), (2, 2, 2, 3)]
@@ -53,16 +54,18 @@ def make_problem(shapes, seed=0):
     return initial, gradients
 
 
-def run_keras(optimizer, initial, gradients, steps):
+def run_keras(optimizer, initial, gradients, steps, dtype="float64"):
     variables = [
-        keras.Variable(x, dtype="float64", name=f"v{i}")
+        keras.Variable(x, dtype=dtype, name=f"v{i}")
         for i, x in enumerate(initial)
     ]
     history = []
     for _ in range(steps):
-        values = [v.numpy() for v in variables]
-        optimizer.apply(gradients(values), variables)
-        history.append([v.numpy() for v in variables])
+        values = [keras.ops.convert_to_numpy(v) for v in variables]
+        # Tensors, not arrays: PyTorch's fused Adam and SGD take only tensors.
+        grads = [keras.ops.convert_to_tensor(g, dtype) for g in gradients(values)]
+        optimizer.apply(grads, variables)
+        history.append([keras.ops.convert_to_numpy(v) for v in variables])
     return history
 
 
@@ -311,7 +314,7 @@ def test_prodigy_matches_reference_implementation(options):
     assert_same_trajectory(actual, expected)
     # d must actually have moved for the test to cover the estimate.
     assert group["d"] > 1.2e-6
-    np.testing.assert_allclose(float(optimizer.d.numpy()), group["d"], rtol=1e-6)
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(optimizer.d)), group["d"], rtol=1e-6)
 
 
 def numpy_shampoo(
@@ -424,6 +427,56 @@ def test_shampoo_matches_numpy_reference(exponent_override, block_size, max_dim)
         assert len(optimizer._left_statistics) == 2 + 3 + 3
 
 
+def test_shampoo_newton_root_in_float32_follows_the_float64_reference():
+    # The float32 path for devices without float64. Its accuracy floor is float32's rounding
+    # of the statistics themselves (about 6e-8 * lambda_max, against a damping of
+    # matrix_epsilon * lambda_max), hence a tolerance of 1e-3 rather than 1e-6.
+    shapes = [(5, 3), (3,), (8, 6)]
+    settings = dict(
+        lr=0.01, beta_1=0.9, beta_2=0.99, epsilon=1e-7, matrix_epsilon=1e-4,
+        every=3, start=2, max_dim=6, p=4, block=None,
+    )
+    initial, gradients = make_problem(shapes)
+    optimizer = Shampoo(
+        learning_rate=0.01, beta_1=0.9, beta_2=0.99, epsilon=1e-7, matrix_epsilon=1e-4,
+        precondition_every=3, start_preconditioning_step=2, max_preconditioner_dim=6,
+        root_method="newton",
+    )
+    steps = 9
+    got = run_keras(optimizer, initial, gradients, steps, dtype="float32")
+    want = run_numpy(numpy_shampoo(**settings), initial, gradients, steps)
+    assert optimizer.root_method_in_use == "newton"
+    for step, (g, w) in enumerate(zip(got, want), start=1):
+        for a, e in zip(g, w):
+            np.testing.assert_allclose(a, e, rtol=1e-3, atol=1e-4, err_msg=f"step {step}")
+
+
+@pytest.mark.parametrize("rank", [3, 12], ids=["rank_deficient", "full_rank"])
+def test_newton_inverse_root_matches_eigh(rank):
+    rng = np.random.default_rng(rank)
+    g = rng.normal(size=(12, rank))
+    statistic = (g @ g.T).astype("float32")
+    exact = statistic.astype("float64")
+    w, q = np.linalg.eigh(exact)
+    w = np.maximum(w, 0.0)
+    for p, epsilon in ((4, 1e-4), (2, 1e-6)):
+        want = (q * (w + epsilon * w.max()) ** (-1 / p)) @ q.T
+        got = keras.ops.convert_to_numpy(
+            newton_inverse_root(keras.ops.convert_to_tensor(statistic), p, epsilon)
+        )
+        error = np.linalg.norm(got - want) / np.linalg.norm(want)
+        # Full rank: float32 rounding only. Rank deficient: the null space's eigenvalues are
+        # the damping itself, which float32 holds to ~6e-8 / epsilon relative.
+        assert error < (1e-4 if rank == 12 else 2e-3 if epsilon == 1e-4 else 5e-2), (p, error)
+
+
+def test_shampoo_rejects_an_unknown_root_method():
+    with pytest.raises(ValueError, match="root_method"):
+        Shampoo(root_method="cholesky")
+    with pytest.raises(ValueError, match="integer"):
+        Shampoo(exponent_override=2.5, root_method="newton")
+
+
 def test_shampoo_direction_differs_from_adam():
     """Guards the reference test against a preconditioner that does nothing."""
     initial, gradients = make_problem([(5, 3)])
@@ -459,7 +512,7 @@ def test_lookahead_composes_with_inner_step(inner):
         run_keras(optimizer, initial, gradients, steps),
         run_numpy(step, initial, gradients, steps),
     )
-    assert int(optimizer.iterations.numpy()) == steps
+    assert int(keras.ops.convert_to_numpy(optimizer.iterations)) == steps
 
 
 @pytest.mark.parametrize("inner", ["sgd", "adam"])
@@ -474,7 +527,7 @@ def test_gradient_noise_composes_with_inner_step(inner):
     def noisy_grads(values, t):
         sigma = math.sqrt(eta / t**gamma)  # t is 1-based: (1 + (t - 1))
         return [
-            g + sigma * standard_normal(g.shape, "float64", replay).numpy()
+            g + sigma * keras.ops.convert_to_numpy(standard_normal(g.shape, "float64", replay))
             for g in gradients(values)
         ]
 
@@ -500,9 +553,9 @@ def test_gradient_noise_variance_follows_annealing_schedule():
     optimizer = GradientNoise(keras.optimizers.SGD(1.0), eta=eta, gamma=gamma, seed=3)
     zero = np.zeros(40000)
     for t in range(4):
-        before = variable.numpy()
-        optimizer.apply([zero], [variable])
-        noise = before - variable.numpy()
+        before = keras.ops.convert_to_numpy(variable)
+        optimizer.apply([keras.ops.convert_to_tensor(zero)], [variable])
+        noise = before - keras.ops.convert_to_numpy(variable)
         expected_std = math.sqrt(eta / (1 + t) ** gamma)
         # 40000 samples: the standard deviation is within 2% w.h.p.
         assert abs(noise.std() / expected_std - 1) < 0.02

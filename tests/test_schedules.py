@@ -1,7 +1,12 @@
+"""Schedules against closed forms, compiled as the optimizer compiles them, on any backend.
+
+Runs under whichever `KERAS_BACKEND` is set; `tests/test_backends.py` runs it for JAX and
+PyTorch in subprocesses.
+"""
+
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from workbench.schedules import CyclicalLearningRate
 from workbench.schedules import InverseTimePowerDecay
@@ -101,15 +106,32 @@ def test_values_match_closed_form(schedule, closed_form):
                                rtol=1e-5, atol=1e-9)
 
 
+def compiled_values(schedule, steps):
+    """The schedule at integer `steps`, compiled the way the backend compiles a train step."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # The optimizer hands schedules its int64 `iterations` variable inside an XLA-compiled
+        # train step; the schedule must trace there.
+        compiled = tf.function(
+            lambda t: tf.map_fn(schedule, t, fn_output_signature=tf.float32), jit_compile=True
+        )
+        return compiled(tf.constant(steps, dtype=tf.int64)).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.jit(jax.vmap(schedule))(jax.numpy.asarray(steps)))
+    # PyTorch runs the train step eagerly: the schedule sees an int64 tensor.
+    return np.array([
+        float(keras.ops.convert_to_numpy(schedule(keras.ops.convert_to_tensor(t, "int64"))))
+        for t in steps
+    ])
+
+
 @pytest.mark.parametrize("schedule,closed_form", CASES, ids=IDS)
-def test_values_under_xla_with_int64_step(schedule, closed_form):
-    # The optimizer hands schedules its int64 `iterations` variable inside a
-    # compiled train step; the schedule must trace under XLA.
-    compiled = tf.function(
-        lambda steps: tf.map_fn(schedule, steps, fn_output_signature=tf.float32),
-        jit_compile=True,
-    )
-    got = compiled(tf.constant(STEPS, dtype=tf.int64)).numpy()
+def test_values_when_compiled_with_an_integer_step_tensor(schedule, closed_form):
+    got = compiled_values(schedule, STEPS)
     np.testing.assert_allclose(got, closed_form(STEPS.astype(np.float64)),
                                rtol=1e-5, atol=1e-9)
 

@@ -60,7 +60,7 @@ def test_plateau_reduction_with_a_schedule_scales_the_schedule(cli, tmp_path):
 def test_a_diverging_run_stops_with_a_reason_and_keeps_good_weights(cli, tmp_path):
     out = tmp_path / "run"
     result = cli("digits", "--stages", "train,evaluate", "--epochs", "4", "--set", "optimizer=sgd",
-                 "--set", "learning_rate=1e4", "--set", "early_stopping.enabled=false",
+                 "--set", "learning_rate=1e8", "--set", "early_stopping.enabled=false",
                  "--out", out)
     assert result.returncode == 0, result.stderr
     assert "stopped early: training loss became" in result.stdout

@@ -90,6 +90,8 @@ class Registry:
             raise WorkbenchError(
                 f"{self.kind} '{name}' takes no argument '{unknown[0]}': "
                 f"{suggest(unknown[0], valid)}")
+        for key, value in config.items():
+            _check_argument_type(self.kind, name, key, value, params.get(key))
         kwargs = {k: v for k, v in (defaults or {}).items() if k in params and (
             not required_only or params[k].default is inspect.Parameter.empty)}
         kwargs.update(config)
@@ -97,6 +99,24 @@ class Registry:
             return cls(**kwargs)
         except (TypeError, ValueError) as error:
             raise WorkbenchError(f"{self.kind} '{name}' rejected its settings {config}: {error}")
+
+
+def _check_argument_type(kind, name, key, value, param):
+    """A value whose type cannot stand for the parameter's default (text for a number, a number
+    for a flag) is bad input, caught here rather than inside training."""
+    if param is None or param.default is inspect.Parameter.empty or param.default is None:
+        return
+    default = param.default
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        return
+    if not ok:
+        raise WorkbenchError(f"{kind} '{name}' argument '{key}' must be "
+                             f"{type(default).__name__ if isinstance(default, bool) else 'a number'}"
+                             f" (like its default {default!r}), got {value!r}")
 
 
 def _keras_base_accepts(cls, names):

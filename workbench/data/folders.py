@@ -31,6 +31,9 @@ def is_class_folder(path) -> bool:
 
 def kind_of_folder(path) -> str:
     """'images' or 'text', by what the class folders hold."""
+    if not any(child.is_dir() for child in Path(path).iterdir()):
+        raise WorkbenchError(f"data folder '{path}' has no class subfolders; put the examples "
+                             "of each class in a subfolder named after it")
     suffixes = {p.suffix.lower() for p in Path(path).rglob("*") if p.is_file()}
     if suffixes & set(IMAGE_FORMATS):
         return "images"
