@@ -9,7 +9,7 @@ gzip size (how the file travels), the ratio to the float32 baseline's gzip size,
 latency, and the weight sparsity stored in the flatbuffer. Every setting is the recipe's (and its
 optimizer's), with the overrides shown in the variant table below.
 
-    python benchmarks/compression.py [--out benchmarks/results/compression.json]
+    python benchmarks/model_compression.py [--out benchmarks/results/compression.json]
 """
 
 import argparse

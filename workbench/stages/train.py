@@ -79,6 +79,23 @@ def standard_callbacks(recipe, ctx):
     return callbacks
 
 
+# Keras runs batch-end callbacks on a worker thread, off the training loop's critical path, only
+# when every callback is marked `async_safe`; one unmarked batch hook makes every step wait for
+# the host. These are safe there: TensorBoard (epoch-level writes, no graph, no profiling) and
+# BackupAndRestore (saving per epoch) do nothing per batch, and EarlyStopping's per-batch NaN
+# check only reads the logs and sets `stop_training`, which Keras reads at the next step; Keras
+# drains the thread before `on_epoch_end`, so epoch-level decisions see every batch.
+ASYNC_SAFE_CALLBACKS = ("TensorBoard", "BackupAndRestore", "EarlyStopping")
+
+
+def mark_async_safe(callbacks):
+    for callback in callbacks:
+        if type(callback).__name__ in ASYNC_SAFE_CALLBACKS and getattr(
+                callback, "save_freq", "epoch") == "epoch":
+            callback.async_safe = True
+    return callbacks
+
+
 def compile_model(ctx, recipe, steps_per_epoch):
     """Build and compile the recipe's model under the run's strategy. `recipe.batch_size` is per
     replica; the learning rate follows the replica count by `recipe.scale_lr` (distribute.py)."""
@@ -126,6 +143,7 @@ def fit(ctx, extra_callbacks=(), backup=False):
             "min_interval_seconds": recipe.backup_interval_seconds}))
         # Per-epoch metrics on disk, so a resumed run's curves start at epoch 1.
         callbacks.append(keras.callbacks.CSVLogger(str(ctx.run_dir / "history.csv"), append=True))
+    mark_async_safe(callbacks)
     history = keras.callbacks.History()
     history.history, history.epoch = {}, []
     for start, end, batch in phases:
