@@ -134,6 +134,11 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
             return False
         new_lr = max(old_lr * self.factor, self.min_lr)
         rate.set_scale(rate.scale * new_lr / old_lr)
+        if keras.backend.backend() == "jax":
+            # JAX's compiled train step takes the model's and optimizer's
+            # variables as inputs and bakes every other variable's value in
+            # as a constant; the scale is such a variable, so recompile.
+            self.model.make_train_function(force=True)
         if self.verbose > 0:
             name_str = f" {name}" if name else ""
             print_message(

@@ -100,7 +100,10 @@ class AdaBelief(keras.optimizers.Optimizer):
         )
         if self.amsgrad:
             s_max = self._belief_maxima[index]
-            self.assign(s_max, ops.maximum(s_max, s))
+            # Read as tensors: JAX's `maximum` refuses a `keras.Variable`.
+            self.assign(
+                s_max, ops.maximum(ops.convert_to_tensor(s_max), ops.convert_to_tensor(s))
+            )
             s = s_max
 
         m_hat = ops.divide(m, 1 - ops.power(beta_1, step))

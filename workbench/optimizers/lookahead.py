@@ -90,38 +90,38 @@ class Lookahead(OptimizerWrapper):
         batches_per_update = self.inner_optimizer.gradient_accumulation_steps
         return self.sync_period * (batches_per_update or 1)
 
+    def _at_period_boundary(self):
+        return ops.equal(ops.mod(self._iterations, self._batches_per_period()), 0)
+
     def before_inner_apply(self):
         # At the start of a period the fast weights are the slow ones (they
         # were just synchronised), so copying them is a no-op except on the
         # very first batch, where it initialises phi_0. Doing it here rather
         # than in `build` matters: Keras builds the optimizer while tracing
-        # the train step, where a copy would run on every batch.
-        ops.cond(
-            ops.equal(ops.mod(self._iterations, self._batches_per_period()), 0),
-            self._start_period,
-            lambda: None,
-        )
+        # the train step, where a copy would run on every batch. A select
+        # rather than a cond, so that no assignment happens inside a branch
+        # (which JAX's stateless apply cannot carry out of the branch).
+        start = self._at_period_boundary()
+        for slow, fast in zip(self._slow_weights, self._trainable_variables):
+            if slow is not None:
+                # Read as tensors: JAX's `where` refuses a `keras.Variable`.
+                self.assign(
+                    slow,
+                    ops.where(start, ops.convert_to_tensor(fast), ops.convert_to_tensor(slow)),
+                )
 
     def after_inner_apply(self):
         self._iterations.assign_add(1)
-        ops.cond(
-            ops.equal(ops.mod(self._iterations, self._batches_per_period()), 0),
-            self._synchronise,
-            lambda: None,
-        )
-
-    def _start_period(self):
-        for slow, fast in zip(self._slow_weights, self._trainable_variables):
-            if slow is not None:
-                self.assign(slow, fast)
-
-    def _synchronise(self):
+        synchronise = self._at_period_boundary()
         for slow, fast in zip(self._slow_weights, self._trainable_variables):
             if slow is None:
                 continue
             alpha = constant(self.slow_step_size, slow.dtype)
-            self.assign_add(slow, ops.multiply(alpha, ops.subtract(fast, slow)))
-            self.assign(fast, slow)
+            slow_value, fast_value = ops.convert_to_tensor(slow), ops.convert_to_tensor(fast)
+            moved = ops.add(slow_value, ops.multiply(alpha, ops.subtract(fast_value, slow_value)))
+            new_slow = ops.where(synchronise, moved, slow_value)
+            self.assign(slow, new_slow)
+            self.assign(fast, ops.where(synchronise, new_slow, fast_value))
 
     def get_config(self):
         config = super().get_config()

@@ -183,12 +183,16 @@ class Prodigy(keras.optimizers.Optimizer):
         # per-variable update (which also all-reduces under tf.distribute).
         super()._backend_update_step(grads, trainable_variables, learning_rate)
 
+        # Variables are read once as tensors: JAX's ops refuse a
+        # `keras.Variable` where they expect an array.
         d = ops.convert_to_tensor(self.d)
+        d_max_before = ops.convert_to_tensor(self.d_max)
+        d_numerator = ops.convert_to_tensor(self.d_numerator)
         dlr = self._dlr(learning_rate)
         denominator = ops.convert_to_tensor(self._denominator)
         numerator = ops.add(
-            ops.multiply(self._beta_3, self.d_numerator),
-            self._numerator_increment,
+            ops.multiply(self._beta_3, d_numerator),
+            ops.convert_to_tensor(self._numerator_increment),
         )
         has_statistics = denominator > 0.0
         d_hat = ops.divide(
@@ -196,7 +200,7 @@ class Prodigy(keras.optimizers.Optimizer):
             ops.where(has_statistics, denominator, 1.0),
         )
         d_first = ops.where(ops.equal(d, self.d0), ops.maximum(d, d_hat), d)
-        d_max = ops.maximum(self.d_max, d_hat)
+        d_max = ops.maximum(d_max_before, d_hat)
         d_new = ops.minimum(d_max, ops.multiply(d_first, self.growth_rate))
 
         # Phase 2: the step itself, with the old `d` in `dlr` and the new one
@@ -212,17 +216,19 @@ class Prodigy(keras.optimizers.Optimizer):
             denom = ops.add(
                 ops.sqrt(v), ops.cast(d_new * self.epsilon, dtype)
             )
-            step = ops.divide(m, denom)
+            step = ops.divide(ops.convert_to_tensor(m), denom)
             decay = self._decay(variable)
             if decay and self.decouple:
-                step = ops.add(step, ops.multiply(constant(decay, dtype), variable))
+                step = ops.add(
+                    step,
+                    ops.multiply(constant(decay, dtype), ops.convert_to_tensor(variable)),
+                )
             self.assign_sub(variable, ops.multiply(scale, step))
 
         self.assign(self.d, ops.where(has_statistics, d_new, d))
-        self.assign(self.d_max, ops.where(has_statistics, d_max, self.d_max))
+        self.assign(self.d_max, ops.where(has_statistics, d_max, d_max_before))
         self.assign(
-            self.d_numerator,
-            ops.where(has_statistics, numerator, self.d_numerator),
+            self.d_numerator, ops.where(has_statistics, numerator, d_numerator)
         )
 
     def update_step(self, gradient, variable, learning_rate):
@@ -234,9 +240,11 @@ class Prodigy(keras.optimizers.Optimizer):
         s = self._s[index]
         x0 = self._initial_values[index]
         gradient = ops.cast(gradient, dtype)
+        # Read as tensors: JAX's ops refuse a `keras.Variable` in `where`.
+        value = ops.convert_to_tensor(variable)
         decay = self._decay(variable)
         if decay and not self.decouple:
-            gradient = ops.add(gradient, ops.multiply(constant(decay, dtype), variable))
+            gradient = ops.add(gradient, ops.multiply(constant(decay, dtype), value))
 
         d_scalar = ops.convert_to_tensor(self.d)
         d = ops.cast(d_scalar, dtype)
@@ -251,9 +259,11 @@ class Prodigy(keras.optimizers.Optimizer):
         # Keras builds optimizers while tracing the train step, so x_0 is
         # taken at the first update rather than assigned in `build` (where the
         # assignment would run on every step); a select is cheaper than a cond.
-        x0_value = ops.where(ops.equal(self.iterations, 0), variable, x0)
+        x0_value = ops.where(
+            ops.equal(self.iterations, 0), value, ops.convert_to_tensor(x0)
+        )
         self.assign(x0, x0_value)
-        progress = ops.sum(ops.multiply(gradient, ops.subtract(x0_value, variable)))
+        progress = ops.sum(ops.multiply(gradient, ops.subtract(x0_value, value)))
         self.assign_add(
             self._numerator_increment,
             ops.cast(ops.multiply(scaled_dlr, progress), self.d.dtype),

@@ -3,13 +3,13 @@ import math
 import keras
 from keras import ops
 
+from workbench.optimizers import matrix_roots
 from workbench.optimizers.common import constant
 
 # The preconditioners are L^(-1/p) and R^(-1/p) with p = 2 * rank; every
 # variable is preconditioned as a matrix, so p = 4 unless overridden.
 _MATRIX_ROOT = 4
-# Floor of the damping's scale, for statistics that are still all zero.
-_TINY = 1e-30
+ROOT_METHODS = ("auto", "eigh", "newton")
 
 
 @keras.saving.register_keras_serializable(package="workbench")
@@ -59,10 +59,20 @@ class Shampoo(keras.optimizers.Optimizer):
     statistics and roots, as in Anil et al.; the grafting stays per layer.
 
     Cost: per step, two products with the statistics per block; every
-    `precondition_every` steps one symmetric eigendecomposition per full
-    statistic, done in float64 so that a damped root of a badly conditioned
-    statistic stays accurate (on accelerators without float64, such as
-    TPUs, this optimizer does not run as is).
+    `precondition_every` steps one inverse root per full statistic. The
+    root is computed one of two ways (`root_method`):
+
+    - `"eigh"`: a symmetric eigendecomposition in float64, so that a damped
+      root of a badly conditioned statistic stays accurate (float32 eigh
+      loses the eigenvalues the damping is meant to keep).
+    - `"newton"`: the coupled Newton iteration for `A^(-1/p)` (Guo & Higham,
+      2006) in the variable's dtype, as Anil et al. run it in float32 on
+      TPUs: matrix products only, self-correcting, and stable in float32.
+      The damping's `lambda_max` comes from power iteration.
+    - `"auto"` (default): `"eigh"` where float64 is available (TensorFlow and
+      PyTorch on CPU/CUDA, JAX with `jax_enable_x64`), `"newton"` where it is
+      not (JAX's default float32 mode, TPUs, Apple MPS). After `build`,
+      `root_method_in_use` says which one runs.
 
     Args:
         learning_rate: A float, a
@@ -98,6 +108,9 @@ class Shampoo(keras.optimizers.Optimizer):
             Preconditioner"); with
             grafting the overall scale stays Adam's either way. Defaults to
             `None`.
+        root_method: `"auto"`, `"eigh"` or `"newton"`: how the inverse
+            roots are computed (see above). `"newton"` needs an integer
+            root order. Defaults to `"auto"`.
         **kwargs: The `keras.optimizers.Optimizer` arguments: `name`,
             `weight_decay`, `clipnorm`, `clipvalue`, `global_clipnorm`,
             `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
@@ -124,6 +137,7 @@ class Shampoo(keras.optimizers.Optimizer):
         max_preconditioner_dim=1024,
         block_size=128,
         exponent_override=None,
+        root_method="auto",
         name=None,
         **kwargs,
     ):
@@ -158,6 +172,13 @@ class Shampoo(keras.optimizers.Optimizer):
                 "`exponent_override` must be a positive root order p (the "
                 f"preconditioner is L^(-1/p)) or None. Received: {exponent_override!r}"
             )
+        if root_method not in ROOT_METHODS:
+            raise ValueError(
+                f"`root_method` must be one of {', '.join(ROOT_METHODS)}. "
+                f"Received: {root_method!r}"
+            )
+        if root_method == "newton":
+            matrix_roots.check_newton_root_order(exponent_override or _MATRIX_ROOT)
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.beta_1 = beta_1
         self.beta_2 = beta_2
@@ -168,6 +189,8 @@ class Shampoo(keras.optimizers.Optimizer):
         self.max_preconditioner_dim = max_preconditioner_dim
         self.block_size = block_size
         self.exponent_override = exponent_override
+        self.root_method = root_method
+        self.root_method_in_use = None
 
     @staticmethod
     def matrix_shape(shape):
@@ -189,6 +212,10 @@ class Shampoo(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(var_list)
+        self._float64 = matrix_roots.float64_available()
+        self.root_method_in_use = matrix_roots.resolve_root_method(
+            self.root_method, self.exponent_override or _MATRIX_ROOT
+        )
         self._momentums, self._velocities = self.add_optimizer_variables(
             var_list, ["momentum", "velocity"]
         )
@@ -242,31 +269,48 @@ class Shampoo(keras.optimizers.Optimizer):
             )
 
     def _inverse_root(self, statistic):
-        dtype = statistic.dtype
         exponent = -1.0 / (self.exponent_override or _MATRIX_ROOT)
-        # float32 eigh loses the small eigenvalues that the damping is
-        # meant to keep (errors of order 1e-7 * lambda_max).
-        compute_dtype = "float64"
-        statistic = ops.cast(statistic, compute_dtype)
         if len(statistic.shape) == 1:
-            scale = ops.maximum(ops.max(statistic), _TINY)
-            damped = statistic + constant(self.matrix_epsilon, compute_dtype) * scale
-            return ops.cast(ops.power(damped, exponent), dtype)
-        symmetric = 0.5 * (statistic + ops.transpose(statistic))
-        eigenvalues, eigenvectors = ops.eigh(symmetric)
-        eigenvalues = ops.maximum(eigenvalues, 0.0)
-        scale = ops.maximum(ops.max(eigenvalues), _TINY)
-        damped = eigenvalues + constant(self.matrix_epsilon, compute_dtype) * scale
-        root = ops.matmul(
-            eigenvectors * ops.expand_dims(ops.power(damped, exponent), 0),
-            ops.transpose(eigenvectors),
+            return matrix_roots.diagonal_inverse_root(
+                statistic, exponent, self.matrix_epsilon,
+                "float64" if self._float64 else statistic.dtype,
+            )
+        if self.root_method_in_use == "newton":
+            return matrix_roots.newton_inverse_root(
+                statistic, int(self.exponent_override or _MATRIX_ROOT),
+                self.matrix_epsilon,
+            )
+        # float64 where it exists; elsewhere (an explicit "eigh" on JAX
+        # without x64) the statistic's own dtype, rather than a silent downcast.
+        compute_dtype = "float64" if self._float64 else statistic.dtype
+        return matrix_roots.eigh_inverse_root(
+            statistic, exponent, self.matrix_epsilon, compute_dtype
         )
-        return ops.cast(root, dtype)
 
-    def _refresh_roots(self, blocks):
-        for k in blocks:
-            self.assign(self._left_roots[k], self._inverse_root(self._left_statistics[k]))
-            self.assign(self._right_roots[k], self._inverse_root(self._right_statistics[k]))
+    def _refresh_roots(self, blocks, refresh):
+        # The cond returns the roots instead of assigning them in a branch:
+        # JAX's stateless apply cannot carry an assignment out of a branch,
+        # and a cond (not a select) skips the roots' cost between refreshes.
+        statistics = [
+            ops.convert_to_tensor(s)
+            for k in blocks
+            for s in (self._left_statistics[k], self._right_statistics[k])
+        ]
+        roots = [
+            ops.convert_to_tensor(r)
+            for k in blocks
+            for r in (self._left_roots[k], self._right_roots[k])
+        ]
+        new_roots = ops.cond(
+            refresh,
+            lambda: [self._inverse_root(s) for s in statistics],
+            lambda: roots,
+        )
+        variables = [
+            r for k in blocks for r in (self._left_roots[k], self._right_roots[k])
+        ]
+        for variable, value in zip(variables, new_roots):
+            self.assign(variable, value)
 
     def _accumulate_block(self, k, g):
         """Adds block k's outer products of the gradient block `g`."""
@@ -344,13 +388,12 @@ class Shampoo(keras.optimizers.Optimizer):
         iteration = self.iterations
         since_start = iteration - self.start_preconditioning_step
         preconditioning = since_start >= 0
-        ops.cond(
+        self._refresh_roots(
+            blocks,
             ops.logical_and(
                 preconditioning,
                 ops.equal(ops.mod(since_start, self.precondition_every), 0),
             ),
-            lambda: self._refresh_roots(blocks),
-            lambda: None,
         )
 
         directions = [self._apply_roots(k, t) for k, t in zip(blocks, tiles(momentum))]
@@ -390,6 +433,7 @@ class Shampoo(keras.optimizers.Optimizer):
                 "max_preconditioner_dim": self.max_preconditioner_dim,
                 "block_size": self.block_size,
                 "exponent_override": self.exponent_override,
+                "root_method": self.root_method,
             }
         )
         return config

@@ -163,12 +163,6 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
     def finalize_variable_values(self, var_list):
         self.inner_optimizer.finalize_variable_values(var_list)
 
-    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
-        raise NotImplementedError(
-            f"{type(self).__name__} supports the TensorFlow backend's "
-            "stateful `apply`; `stateless_apply` is not implemented."
-        )
-
     def get_config(self):
         return {
             "name": self.name,

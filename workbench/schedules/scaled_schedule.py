@@ -14,7 +14,10 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
     `scale` lives in a non-trainable variable. A compiled `train_function`
     reads a variable's value on every step, whereas a Python number would
     be frozen into the traced graph; so `set_scale` takes effect on the very
-    next step without retracing. This is how
+    next step without retracing on TensorFlow and PyTorch. JAX's compiled
+    step bakes in the value of every variable that is not the model's or
+    the optimizer's, so there the train function must be rebuilt after
+    `set_scale` (`ReduceLROnPlateau` does). This is how
     `workbench.callbacks.ReduceLROnPlateau` lowers the rate of an optimizer
     that was given a schedule, whose learning rate Keras cannot set.
 
@@ -65,7 +68,7 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
     @property
     def scale(self):
         """The current multiplier, as a Python float."""
-        return float(self._scale.numpy())
+        return float(ops.convert_to_numpy(self._scale))
 
     def set_scale(self, scale):
         self._scale.assign(float(scale))
