@@ -207,7 +207,7 @@ def optimizer_race(optimizers=tuple(RACE_GRIDS), grids=None, seeds=(0, 1, 2), st
                 results.append(run)
                 log(f"  {name:20s} lr {lr:.0e} seed {seed}: final {run['final_loss']:.4f} "
                     f"steps to {target} {run['steps_to_target']}  "
-                    f"{step_seconds * 1000:.0f} ms/step", flush=True)
+                    f"{step_seconds * 1000:.0f} ms/step")
             reached = [r["steps_to_target"] for r in results]
             per_rate.append({
                 "learning_rate": lr,

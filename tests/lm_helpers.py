@@ -37,9 +37,21 @@ def windows(count, context=CONTEXT, offset=0):
     return np.stack([tokens[s:s + context + 1] for s in starts])
 
 
+def build_workbench_gpt(seed=0, layers=1, width=16, heads=2, context=CONTEXT):
+    """The recipe's GPT (`workbench.lm.model.build_gpt`), tiny, byte vocabulary."""
+    from workbench.lm.model import build_gpt
+
+    keras.utils.set_random_seed(seed)
+    return build_gpt(vocabulary_size=256, context=context, layers=layers, heads=heads,
+                     width=width)
+
+
+BUILDERS = {"keras_hub": build_tiny_gpt, "workbench": build_workbench_gpt}
+
+
 @functools.cache
-def trained_weights(steps=300, **options):
-    model = build_tiny_gpt(**options)
+def trained_weights(steps=300, builder="keras_hub", **options):
+    model = BUILDERS[builder](**options)
     model.compile(optimizer=keras.optimizers.Adam(1e-2),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     data = windows(steps * 8, offset=3)
@@ -47,7 +59,7 @@ def trained_weights(steps=300, **options):
     return tuple(model.get_weights())
 
 
-def trained_tiny_gpt(**options):
-    model = build_tiny_gpt(**options)
-    model.set_weights(trained_weights(**options))
+def trained_tiny_gpt(builder="keras_hub", **options):
+    model = BUILDERS[builder](**options)
+    model.set_weights(trained_weights(builder=builder, **options))
     return model

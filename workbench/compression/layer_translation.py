@@ -164,6 +164,13 @@ LAYER_RULES = {
     "TimeDistributed": _PLAIN,
 }
 
+# Built-in Keras 3 layers that tf_keras (and so TF-MOT) has no counterpart of, with the reason.
+KERAS3_ONLY_LAYERS = {
+    "ReversibleEmbedding": (
+        "is Keras 3-only (an embedding that also computes the tied output logits); tf_keras has "
+        "no such layer, so TF-MOT cannot wrap it"),
+}
+
 # Activations whose formula and default arguments are the same on both sides (checked
 # numerically). Keras 3's `hard_sigmoid` is relu6(x + 3) / 6, tf_keras' is clip(0.2x + 0.5):
 # same name, different function, so it is deliberately absent.
@@ -279,7 +286,9 @@ def translate_layer_config(class_name, config, *, to_tf_keras, layer=None, targe
     rule = LAYER_RULES.get(class_name)
     if rule is None:
         raise TranslationProblem(
-            "the bridge has no tf_keras <-> Keras 3 translation for this layer class"
+            KERAS3_ONLY_LAYERS.get(
+                class_name,
+                "the bridge has no tf_keras <-> Keras 3 translation for this layer class")
         )
     config = _plain(config)
     if to_tf_keras:

@@ -234,9 +234,11 @@ def mean_token_loss(model, windows, batch_size=64):
     return total / count
 
 
-def encode_prompt(text):
-    """Byte-level token ids (token id = byte value)."""
-    return list(text.encode("utf-8"))
+def encode_prompt(prompt):
+    """A prompt's token ids: a string as bytes (token id = byte value), ids as they are."""
+    if isinstance(prompt, str):
+        return list(prompt.encode("utf-8"))
+    return [int(i) for i in prompt]
 
 
 def greedy_generate(logits_fn, prompts, steps, context):
@@ -284,8 +286,10 @@ def evaluate_language_model(model, windows, prompts=DEFAULT_PROMPTS, generate_st
 
 
 def compare_quantization_modes(model, windows, calibration, modes=QUANTIZE_MODES, *,
-                               group_size=128, num_samples=128, log=print):
-    """Float32 and every quantize mode on the same windows: one row per model."""
+                               group_size=128, num_samples=128, prompts=DEFAULT_PROMPTS,
+                               generate_steps=32, on_model=None, log=print):
+    """Float32 and every quantize mode on the same windows: one row per model. `on_model(mode,
+    model)` sees each quantized model (to save or export it) before the next is made."""
     rows = []
     float_row = None
     for mode in ("float32", *modes):
@@ -293,8 +297,11 @@ def compare_quantization_modes(model, windows, calibration, modes=QUANTIZE_MODES
         variant = model if mode == "float32" else quantize_model(
             model, mode, calibration, group_size=group_size, num_samples=num_samples)
         quantize_seconds = time.perf_counter() - start
-        row = {"mode": mode, **evaluate_language_model(variant, windows),
+        row = {"mode": mode, **evaluate_language_model(variant, windows, prompts,
+                                                       generate_steps),
                "quantize_seconds": quantize_seconds}
+        if on_model is not None and mode != "float32":
+            row.update(on_model(mode, variant) or {})
         if float_row is None:
             float_row = row
         row["perplexity_change"] = row["perplexity"] / float_row["perplexity"] - 1
@@ -305,7 +312,7 @@ def compare_quantization_modes(model, windows, calibration, modes=QUANTIZE_MODES
             log(f"  {mode:8s} weights {row['weight_bytes'] / 1024:8.1f} KiB "
                 f"({row['compression']:.2f}x)  val loss {row['val_loss']:.4f}  "
                 f"perplexity {row['perplexity']:.4f} ({row['perplexity_change']:+.2%})  "
-                f"{row['generation_tokens_per_second']:.0f} tokens/s", flush=True)
+                f"{row['generation_tokens_per_second']:.0f} tokens/s")
     return rows
 
 
