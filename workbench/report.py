@@ -76,8 +76,11 @@ def summary_rows(ctx):
     rows = []
     evaluation = ctx.results.get("evaluate", {})
     train = ctx.results.get("train", {})
+    task = ctx.data.info.task if ctx.data is not None else "multiclass"
+    metric = "mae" if task == "regression" else "accuracy"
     if evaluation or train:
-        rows.append({"model": "keras", "accuracy": evaluation.get("test_accuracy"),
+        rows.append({"model": "keras", "accuracy": evaluation.get(f"test_{metric}"),
+                     "metric_name": metric,
                      "loss": evaluation.get("test_loss"), "size_bytes": train.get("model_bytes"),
                      "gzip_bytes": None, "ratio": None, "latency_ms": None, "sparsity": None,
                      "path": train.get("model_path")})
@@ -85,7 +88,8 @@ def summary_rows(ctx):
     baseline = ctx.exports.get("float32", {}).get("gzip_bytes")
     for fmt, info in ctx.exports.items():
         gzip_bytes = info.get("gzip_bytes")
-        rows.append({"model": f"tflite {fmt}", "accuracy": info.get("accuracy"), "loss": None,
+        rows.append({"model": f"tflite {fmt}", "accuracy": info.get(metric), "loss": None,
+                     "metric_name": metric,
                      "size_bytes": info.get("size_bytes"), "gzip_bytes": gzip_bytes,
                      "ratio": baseline / gzip_bytes if baseline and gzip_bytes else None,
                      "latency_ms": info.get("median_latency_ms"),
@@ -116,7 +120,8 @@ COLUMNS = [("model", "model", "text"), ("accuracy", "test accuracy", "fraction")
 
 
 def table(rows, markdown=False):
-    header = [title for _, title, _ in COLUMNS]
+    metric = rows[0].get("metric_name", "accuracy") if rows else "accuracy"
+    header = [f"test {metric}" if key == "accuracy" else title for key, title, _ in COLUMNS]
     body = [[_cell(row[key], kind) for key, _, kind in COLUMNS] for row in rows]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
