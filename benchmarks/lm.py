@@ -83,19 +83,10 @@ SCHEDULE_FREE = {"schedule_free_adamw"}
 
 
 def stdlib_corpus():
-    """The issue's `stdlib` corpus as bytes: train = first 90%, validation = last 10%."""
-    try:
-        from workbench.lm.corpus import stdlib_bytes  # the recipe's own definition, once it exists
-        data = stdlib_bytes()
-    except ImportError:
-        import glob
-        import sysconfig
+    """The `gpt` recipe's `stdlib` corpus as byte tokens: train = first 90%, validation = last 10%."""
+    from workbench.lm.corpus import stdlib_bytes
 
-        root = sysconfig.get_paths()["stdlib"]
-        paths = sorted(p for p in glob.glob(root + "/**/*.py", recursive=True)
-                       if "site-packages" not in p and "/test" not in p and "idle_test" not in p)
-        data = b"".join(Path(p).read_bytes() for p in paths)
-    tokens = np.frombuffer(data, dtype=np.uint8).astype("int32")
+    tokens = np.frombuffer(stdlib_bytes(), dtype=np.uint8).astype("int32")
     cut = int(len(tokens) * 0.9)
     return tokens[:cut], tokens[cut:]
 
@@ -106,23 +97,12 @@ def validation_windows(tokens, count, context=CONTEXT):
     return np.stack([tokens[s:s + context + 1] for s in starts])
 
 
-def build_race_model(seed, vocabulary_size=256, context=CONTEXT):
-    """The default GPT: `workbench.lm.model.build_gpt` when present, else the same configuration
-    from KerasHub's GPT-2 backbone with tied input/output embeddings."""
-    keras.utils.set_random_seed(seed)
-    try:
-        from workbench.lm.model import build_gpt
-        return build_gpt()
-    except ImportError:
-        pass
-    import keras_hub
+def build_race_model(seed):
+    """The `gpt` recipe's default model (`workbench.lm.model.build_gpt`), seeded."""
+    from workbench.lm.model import build_gpt
 
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=vocabulary_size, num_layers=4, num_heads=4, hidden_dim=128,
-        intermediate_dim=512, dropout=0.0, max_sequence_length=context)
-    ids = keras.Input((context,), dtype="int32", name="token_ids")
-    hidden = backbone({"token_ids": ids, "padding_mask": keras.ops.ones_like(ids, dtype="bool")})
-    return keras.Model(ids, backbone.token_embedding(hidden, reverse=True), name="gpt")
+    keras.utils.set_random_seed(seed)
+    return build_gpt()
 
 
 def _schedule(name, lr, steps):
@@ -184,10 +164,11 @@ def steps_to(losses, target):
 
 
 def optimizer_race(optimizers=tuple(RACE_GRIDS), grids=None, seeds=(0, 1, 2), steps=2000,
-                   eval_every=100, target=TARGET_LOSS, log=print):
+                   eval_every=100, target=TARGET_LOSS, log=print, on_run=None):
     """Part (b). For each optimizer and rate on its grid, runs every seed; the rate with the
     fewest median steps to `target` (ties and misses: lowest median final loss) is its tuned
-    rate. Returns {"runs": [...], "table": [...]} ready for JSON."""
+    rate. Returns {"runs": [...], "table": [...]} ready for JSON; `on_run(runs)` sees the runs
+    so far after each one (a long race keeps what it measured if it is stopped)."""
     grids = dict(RACE_GRIDS, **(grids or {}))
     train_tokens, val_tokens = stdlib_corpus()
     val = validation_windows(val_tokens, VALIDATION_WINDOWS)
@@ -205,6 +186,8 @@ def optimizer_race(optimizers=tuple(RACE_GRIDS), grids=None, seeds=(0, 1, 2), st
                        "seconds_per_step": step_seconds}
                 runs.append(run)
                 results.append(run)
+                if on_run is not None:
+                    on_run(runs)
                 log(f"  {name:20s} lr {lr:.0e} seed {seed}: final {run['final_loss']:.4f} "
                     f"steps to {target} {run['steps_to_target']}  "
                     f"{step_seconds * 1000:.0f} ms/step")
@@ -285,6 +268,17 @@ def main(argv=None):
     parts = set(args.parts.split(","))
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
     report["machine"] = machine()
+
+    def write():
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        temp = args.out.with_name(f".partial-{os.getpid()}-{args.out.name}")
+        temp.write_text(json.dumps(report, indent=2))
+        os.replace(temp, args.out)
+
+    def keep_runs(runs):
+        report["b_optimizer_race_runs_so_far"] = runs
+        write()
+
     if "b" in parts:
         grids = {}
         for item in args.grid:
@@ -293,8 +287,9 @@ def main(argv=None):
         result = optimizer_race(
             optimizers=args.optimizers.split(","), grids=grids,
             seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps,
-            eval_every=args.eval_every, target=args.target)
+            eval_every=args.eval_every, target=args.target, on_run=keep_runs)
         print_race(result)
+        report.pop("b_optimizer_race_runs_so_far", None)
         report["b_optimizer_race"] = result
     if "c" in parts:
         if not args.model:
@@ -302,10 +297,7 @@ def main(argv=None):
         rows = quantization_table(args.model)
         print_quantization(rows)
         report["c_quantization"] = rows
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    temp = args.out.with_name(f".partial-{os.getpid()}-{args.out.name}")
-    temp.write_text(json.dumps(report, indent=2))
-    os.replace(temp, args.out)
+    write()
 
 
 if __name__ == "__main__":

@@ -113,9 +113,12 @@ def quantize(ctx):
 
     def keep(mode, quantized):
         saved = {}
-        with ctx.run_dir.atomic(f"model_{mode}.keras") as temp:
-            quantized.save(str(temp))
-        saved["model_path"] = str(ctx.run_dir / f"model_{mode}.keras")
+        try:
+            with ctx.run_dir.atomic(f"model_{mode}.keras") as temp:
+                quantized.save(str(temp))
+            saved["model_path"] = str(ctx.run_dir / f"model_{mode}.keras")
+        except Exception as error:  # a quantized layer Keras cannot serialize: keep measuring
+            saved["model_not_saved"] = f"{type(error).__name__}: {str(error)[:200]}"
         if settings.export_quantized:
             name = f"model_keras_{mode}.tflite"
             reason = try_export_quantized(quantized, ctx.run_dir / name)
