@@ -1,5 +1,10 @@
 """Language-model benchmarks on the `gpt` recipe's default configuration, side by side.
 
+(a) Training throughput: tokens/s of the `train` stage's loop against a plain `model.fit` of the
+    same compiled model on the same random-window batches (and nanoGPT's step in PyTorch, when
+    PyTorch is installed), in interleaved rounds, median reported (`workbench.lm.throughput`).
+(d) Achieved FLOP/s (tokens/s x model FLOPs/token, nanoGPT's count) against the machine's measured
+    peak float32 matmul FLOP/s.
 (b) Optimizer race: steps to reach validation loss 1.75 (nats/token) and the loss at the last
     step, for Keras AdamW, Muon, Lion and ScheduleFreeAdamW and the workbench's Shampoo and SOAP,
     each with its learning rate tuned on a small grid (`RACE_GRIDS`), median over seeds. Every
@@ -14,6 +19,7 @@
     evaluated on the same validation windows: weight bytes, validation loss, perplexity,
     generation tokens/s (see `workbench.lm.compress`).
 
+    python benchmarks/lm.py --parts a,d [--throughput-steps 200] [--rounds 3]
     python benchmarks/lm.py --parts b [--steps 2000] [--seeds 0,1,2] [--optimizers adamw,soap]
                             [--out benchmarks/results/lm.json]
     python benchmarks/lm.py --parts c --model RUN/model.keras
@@ -247,6 +253,50 @@ def print_quantization(rows):
     print(format_quantization_table(rows))
 
 
+def training_throughput(steps=200, rounds=3, log=print):
+    """Part (a): the train stage vs plain `model.fit` (vs PyTorch nanoGPT), tokens/s."""
+    from workbench.lm.corpus import load_corpus
+    from workbench.lm.throughput import compare_training_throughput, default_settings
+
+    recipe, settings = default_settings()
+    corpus = load_corpus(recipe.data, context=settings.context)
+    return compare_training_throughput(recipe, settings, corpus.train, corpus.val, steps=steps,
+                                       rounds=rounds, log=log)
+
+
+def print_throughput(result):
+    speeds = result["median_tokens_per_second"]
+    plain, reference = speeds["plain_fit"], speeds.get("pytorch_nanogpt")
+    print("\n(a) training tokens/s (median of interleaved rounds)")
+    print(f"{'contender':<28}{'tokens/s':>12}{'vs plain fit':>14}{'vs PyTorch':>12}")
+    for name, speed in speeds.items():
+        versus = f"{speed / reference:.2f}x" if reference else "-"
+        print(f"{name:<28}{speed:>12,.0f}{speed / plain:>13.1%}{versus:>12}")
+
+
+def flops_utilization(throughput=None, steps=200, log=print):
+    """Part (d): achieved training FLOP/s against the measured peak matmul FLOP/s."""
+    from workbench.lm.throughput import peak_matmul_flops
+
+    throughput = throughput or training_throughput(steps=steps, rounds=1, log=log)
+    peak = peak_matmul_flops()
+    per_token = throughput["flops_per_token"]
+    rows = [{"contender": name, "tokens_per_second": speed,
+             "achieved_flops_per_second": speed * per_token,
+             "fraction_of_peak": speed * per_token / peak}
+            for name, speed in throughput["median_tokens_per_second"].items()]
+    return {"peak_matmul_flops_per_second": peak, "flops_per_token": per_token, "rows": rows}
+
+
+def print_flops(result):
+    print(f"\n(d) achieved FLOP/s ({result['flops_per_token'] / 1e6:.2f} MFLOP/token) vs peak "
+          f"matmul {result['peak_matmul_flops_per_second'] / 1e9:.1f} GFLOP/s")
+    for row in result["rows"]:
+        print(f"{row['contender']:<28}{row['tokens_per_second']:>12,.0f} tokens/s"
+              f"{row['achieved_flops_per_second'] / 1e9:>10.1f} GFLOP/s"
+              f"{row['fraction_of_peak']:>9.1%} of peak")
+
+
 def machine():
     return {"platform": platform.platform(), "processor": platform.processor(),
             "cpus": os.cpu_count(), "keras": keras.__version__}
@@ -254,7 +304,7 @@ def machine():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", default="b", help="comma-separated parts to run (b, c)")
+    parser.add_argument("--parts", default="b", help="comma-separated parts to run (a, b, c, d)")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--seeds", default="0,1,2")
@@ -264,10 +314,22 @@ def main(argv=None):
     parser.add_argument("--target", type=float, default=TARGET_LOSS)
     parser.add_argument("--model", help="a trained GPT (.keras) for part c")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--throughput-steps", type=int, default=200,
+                        help="steps per timed round in parts a and d")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds in part a")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
     report = json.loads(args.out.read_text()) if args.out.exists() else {}
     report["machine"] = machine()
+    throughput = None
+    if "a" in parts:
+        throughput = training_throughput(args.throughput_steps, args.rounds)
+        print_throughput(throughput)
+        report["a_training_throughput"] = throughput
+    if "d" in parts:
+        flops = flops_utilization(throughput, args.throughput_steps)
+        print_flops(flops)
+        report["d_flops"] = flops
 
     def write():
         args.out.parent.mkdir(parents=True, exist_ok=True)
