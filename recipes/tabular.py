@@ -1,5 +1,7 @@
 """An MLP for any table: a CSV (`--set data=FILE.csv --set data_options.target=COLUMN`, numeric
-and string columns encoded by Keras' `FeatureSpace`) or scikit-learn's bundled tables.
+and string columns encoded by Keras' `FeatureSpace`) or scikit-learn's bundled tables (columns
+normalized by a `Normalization` layer adapted on the training split; both are saved with the run
+as `preprocessing.keras`).
 
 Default data: `sklearn:breast_cancer` (binary). `--set data=sklearn:diabetes` gives regression,
 `sklearn:wine` and `sklearn:iris` multi-class; the task follows the data.
@@ -12,13 +14,11 @@ from workbench.tasks import output_layer
 
 
 def build_model(hp, data_info):
-    """Normalize (numeric tables; a CSV arrives encoded) -> two dense layers -> the task's head;
-    regression predicts in standardized units and rescales to the target's."""
+    """Dense layers -> the task's head over features the pipeline has already normalized
+    (tables) or encoded (a CSV's FeatureSpace); regression predicts in standardized units and
+    rescales to the target's."""
     inputs = keras.Input(shape=data_info.input_shape, name="features")
     x = inputs
-    if data_info.input_mean is not None:
-        x = keras.layers.Normalization(mean=data_info.input_mean,
-                                       variance=data_info.input_variance)(x)
     units = hp.Int("units", 32, 256, step=32, default=64)
     dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.1)
     for _ in range(hp.Int("layers", 1, 3, default=2)):

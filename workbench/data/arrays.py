@@ -68,11 +68,18 @@ def fingerprint_arrays(*arrays):
     return digest.hexdigest()[:16]
 
 
-def feature_moments(x):
-    """Per-feature mean and variance of 2-D numeric inputs (for a `Normalization` layer)."""
-    if x.ndim != 2:
-        return None, None
-    return x.mean(axis=0).astype("float32"), x.var(axis=0).astype("float32")
+def feature_normalizer(x_train):
+    """A `Normalization` layer with the training split's per-column mean and variance, for 2-D
+    numeric tables (`None` otherwise). Tables are normalized in the pipeline, like a CSV's
+    `FeatureSpace` features, so that every column has a similar range when an int8 export
+    quantizes the model's input with one scale for all of them."""
+    import keras
+
+    if x_train.ndim != 2:
+        return None
+    layer = keras.layers.Normalization(mean=x_train.mean(axis=0), variance=x_train.var(axis=0))
+    layer.build((None, x_train.shape[1]))
+    return layer
 
 
 def from_arrays(x, y, *, name, source, seed, task, val_fraction=0.1, test_fraction=0.2,
@@ -107,17 +114,22 @@ def from_arrays(x, y, *, name, source, seed, task, val_fraction=0.1, test_fracti
                                     where=f"'{where}'")
     parts = [(x[presplit == code], y[presplit == code]) for code in (0, 1, 2)]
     sizes = dict(zip(("train", "val", "test"), (len(p[0]) for p in parts)))
-    mean, variance = feature_moments(parts[0][0])
+    normalizer = feature_normalizer(parts[0][0])
     info = DataInfo(
         name=name, task=task, input_shape=tuple(x.shape[1:]), input_dtype="float32",
         num_classes=num_classes, num_targets=y.shape[1] if task == "regression" else None,
         class_names=list(class_names) if class_names is not None else None, sizes=sizes,
-        fingerprint=fingerprint_arrays(x, y, presplit), source=source, input_mean=mean,
-        input_variance=variance, input_range=(float(x.min()), float(x.max())))
+        fingerprint=fingerprint_arrays(x, y, presplit), source=source,
+        input_range=(float(x.min()), float(x.max())), preprocessing=normalizer)
     if task == "regression":
         info.target_mean = parts[0][1].mean(axis=0).astype("float32")
         info.target_std = np.maximum(parts[0][1].std(axis=0), 1e-6).astype("float32")
     splits = [tf.data.Dataset.from_tensor_slices(part) for part in parts]
+    if normalizer is not None:
+        def normalize(inputs, labels):
+            return normalizer(inputs), labels
+
+        splits = [s.batch(512).map(normalize).unbatch() for s in splits]
     return Data(*splits, info=info)
 
 

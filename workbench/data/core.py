@@ -31,8 +31,6 @@ class DataInfo:
         source: the `data` setting it came from.
         preprocessing: a Keras layer or model that turns raw inputs into what `input_shape`
             describes, adapted on the training split (`None` when inputs are used as they are).
-        input_mean, input_variance: per-feature moments of the training inputs (numeric
-            tables), for a builder's `keras.layers.Normalization(mean=..., variance=...)`.
         input_range: `(low, high)` of the input values where known (images: (0, 255) from
             files, (0, 1) for the bundled digits), for a builder's `Rescaling`.
         target_mean, target_std: moments of the training targets (regression), so a builder
@@ -51,8 +49,6 @@ class DataInfo:
     fingerprint: str = ""
     source: str = ""
     preprocessing: Any = None
-    input_mean: Any = None
-    input_variance: Any = None
     input_range: Any = None
     target_mean: Any = None
     target_std: Any = None
