@@ -291,6 +291,10 @@ def test_greedy_generation_is_argmax_of_each_next_token():
         position = min(len(ids), CONTEXT) - 1
         ids.append(int(np.asarray(model(np.array([window], "int32")))[0, position].argmax()))
     assert sample["continuation"] == ByteTokens().decode(ids[len(prompt):])
+    # In one batch with a shorter prompt, each prompt still gets its own greedy continuation.
+    both = generate_text(model, ByteTokens(), ["x", prompt], max_tokens=9, sampler="greedy")
+    assert both[1] == sample and both[0]["prompt"] == "x"
+    assert len(both[0]["continuation"].encode("utf-8", "replace")) >= 9
 
 
 @pytest.mark.parametrize("sampler", ["top_k", "top_p", "random"])

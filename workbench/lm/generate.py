@@ -49,35 +49,38 @@ def check_language_model(model, stage="generate"):
             "with a language_model recipe such as 'gpt'")
 
 
-def continue_ids(model, prompt_ids, max_tokens, sampler):
-    """`prompt_ids` (a list of ints) followed by `max_tokens` sampled ids."""
+def continue_ids(model, prompts_ids, max_tokens, sampler):
+    """Each prompt (a list of ints) followed by `max_tokens` sampled ids, all prompts in one
+    batch: sampling starts after the shortest prompt, and the sampler's mask keeps every longer
+    prompt's own tokens where they are."""
     context = model_context(model)
-    prompt_ids = [int(i) for i in prompt_ids]
-    if not prompt_ids:
-        raise WorkbenchError("generate: the prompt is empty; give at least one character")
-    length = len(prompt_ids) + max_tokens
-    size = max(length, context)
-    buffer = np.zeros((1, size), dtype="int32")
-    buffer[0, :len(prompt_ids)] = prompt_ids
-    mask = np.zeros((1, size), dtype=bool)
-    mask[0, :len(prompt_ids)] = True
+    lengths = [len(ids) for ids in prompts_ids]
+    if not all(lengths):
+        raise WorkbenchError("generate: a prompt is empty; give at least one character")
+    size = max(max(lengths) + max_tokens, context)
+    buffer = np.zeros((len(prompts_ids), size), dtype="int32")
+    mask = np.zeros((len(prompts_ids), size), dtype=bool)
+    for row, ids in enumerate(prompts_ids):
+        buffer[row, :len(ids)] = ids
+        mask[row, :len(ids)] = True
 
     def next_logits(tokens, cache, index):
         start = ops.maximum(index - context, 0)
-        window = ops.slice(tokens, ops.stack([0, start]), (1, context))
+        window = ops.slice(tokens, ops.stack([0, start]), (len(prompts_ids), context))
         logits = model(window, training=False)
         logits = ops.take(logits, index - 1 - start, axis=1)
         return ops.cast(logits, "float32"), None, cache
 
     def run(tokens, mask):
-        return sampler(next_logits, tokens, index=len(prompt_ids), mask=mask)
+        return sampler(next_logits, tokens, index=min(lengths), mask=mask)
 
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         run = tf.function(run)
-    out = run(ops.convert_to_tensor(buffer), ops.convert_to_tensor(mask))
-    return [int(i) for i in ops.convert_to_numpy(out)[0, :length]]
+    out = ops.convert_to_numpy(run(ops.convert_to_tensor(buffer), ops.convert_to_tensor(mask)))
+    return [[int(i) for i in out[row, :length + max_tokens]]
+            for row, length in enumerate(lengths)]
 
 
 def generate_text(model, tokenizer, prompts, max_tokens=200, sampler="greedy", k=10, p=0.9,
@@ -85,13 +88,12 @@ def generate_text(model, tokenizer, prompts, max_tokens=200, sampler="greedy", k
     """Each prompt continued by `max_tokens` tokens: a list of `{prompt, continuation}`."""
     check_language_model(model)
     sampler_object = make_sampler(sampler, k=k, p=p, temperature=temperature, seed=seed)
-    samples = []
-    for prompt in prompts:
-        ids = list(tokenizer.encode(prompt))
-        vocabulary = model.output_shape[-1]
-        if max(ids) >= vocabulary:
+    encoded = [[int(i) for i in tokenizer.encode(prompt)] for prompt in prompts]
+    vocabulary = model.output_shape[-1]
+    for prompt, ids in zip(prompts, encoded):
+        if ids and max(ids) >= vocabulary:
             raise WorkbenchError(f"generate: the prompt {prompt!r} has token ids up to "
                                  f"{max(ids)}, beyond the model's vocabulary of {vocabulary}")
-        out = continue_ids(model, ids, max_tokens, sampler_object)
-        samples.append({"prompt": prompt, "continuation": tokenizer.decode(out[len(ids):])})
-    return samples
+    outputs = continue_ids(model, encoded, max_tokens, sampler_object)
+    return [{"prompt": prompt, "continuation": tokenizer.decode(out[len(ids):])}
+            for prompt, ids, out in zip(prompts, encoded, outputs)]
