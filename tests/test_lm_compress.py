@@ -8,7 +8,7 @@ from lm_helpers import CONTEXT, build_tiny_gpt, trained_tiny_gpt, windows
 from workbench.errors import WorkbenchError
 from workbench.lm import compress
 
-TINY = dict(layers=1, width=16)
+TINY = dict(builder="workbench", layers=1, width=16, heads=2)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def _stored_dtypes(model, layer_name):
 
 @pytest.mark.parametrize("mode, max_change, min_compression", [
     ("int8", 0.01, 2.5), pytest.param("int4", 0.05, 3.3, marks=pytest.mark.slow),
-    ("gptq", 0.05, 2.8)])
+    pytest.param("gptq", 0.05, 2.8, marks=pytest.mark.slow)])
 def test_quantize_mode_keeps_the_loss_and_shrinks_the_weights(
         model, float_result, mode, max_change, min_compression):
     quantized = compress.quantize_model(model, mode, windows(16, offset=11), group_size=16,
@@ -37,7 +37,7 @@ def test_quantize_mode_keeps_the_loss_and_shrinks_the_weights(
     change = result["perplexity"] / float_result["perplexity"] - 1
     assert abs(change) < max_change, (mode, change)
     assert float_result["weight_bytes"] / result["weight_bytes"] > min_compression
-    kernel = _stored_dtypes(quantized, "feedforward_intermediate_dense")["kernel"]
+    kernel = _stored_dtypes(quantized, "mlp_in")["kernel"]
     assert kernel == ("int8" if mode == "int8" else "uint8" if mode == "gptq" else "int8")
     # The tied token embedding is quantized too (int8 for the block-wise modes).
     assert _stored_dtypes(quantized, "token_embedding")["embeddings"] == "int8"
@@ -98,4 +98,4 @@ def test_bad_requests_are_one_line_errors():
     with pytest.raises(WorkbenchError, match="unknown language-model quantize mode 'int5'"):
         compress.quantize_model(plain, "int5")
     with pytest.raises(WorkbenchError, match="calibration windows"):
-        compress.quantize_model(build_tiny_gpt(**TINY), "awq")
+        compress.quantize_model(build_tiny_gpt(layers=1, width=16), "awq")

@@ -51,6 +51,7 @@ def test_export_then_verify_matches_keras(gpt, tmp_path):
     assert result["dynamic"]["size_bytes"] < result["float32"]["size_bytes"]
 
 
+@pytest.mark.slow
 def test_quantize_stage_compares_modes_and_saves_them(gpt, tmp_path):
     ctx = compress_stages.quantize(make_ctx(tmp_path, gpt, quantize_modes=("int8",),
                                             export_quantized=False))
@@ -62,6 +63,7 @@ def test_quantize_stage_compares_modes_and_saves_them(gpt, tmp_path):
     assert "| int8 |" in (tmp_path / "quantization.md").read_text()
 
 
+@pytest.mark.slow
 def test_distill_stage_trains_a_smaller_student(gpt, tmp_path):
     ctx = make_ctx(tmp_path, gpt, distill_steps=40, student_width=8, distill_learning_rate=1e-2)
     ctx = compress_stages.distill(ctx)

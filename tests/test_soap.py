@@ -179,6 +179,7 @@ def _data():
     return x, (np.tanh(x) @ rng.normal(size=(4, 4))).astype("float32")
 
 
+@pytest.mark.slow
 def test_save_load_continues_training_and_jit_matches_graph(tmp_path):
     x, y = _data()
 
