@@ -16,6 +16,7 @@ are compared on the model alone.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -60,8 +61,11 @@ def try_export_quantized(model, path):
         export_language_model(model, path, "float32")
         return None
     except Exception as error:  # the converter's errors are many and undocumented
-        lines = [line.strip() for line in str(error).splitlines() if "error" in line.lower()]
-        message = lines[0] if lines else str(error).strip().splitlines()[0]
+        text = str(error)
+        # MLIR errors start with a location; the reason is the "'op' ..." part after it.
+        match = re.search(r"error: ('[\w.]+' op [^\n]*)", text)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        message = match.group(1) if match else (lines[0] if lines else type(error).__name__)
         return f"{type(error).__name__}: {message[:300]}"
 
 
