@@ -257,7 +257,7 @@ def test_stages_compose_in_a_run(tmp_path):
     import tensorflow as tf
 
     from workbench.context import RunContext, RunDir
-    from workbench.data import DataInfo, DataSplits
+    from workbench.data.arrays import from_arrays
     from workbench.recipe import apply_overrides, Recipe
     from workbench.stages import STAGES
 
@@ -273,8 +273,11 @@ def test_stages_compose_in_a_run(tmp_path):
                              ["prune.epochs=1", "cluster.epochs=1", "quantize.mode=ptq_dynamic",
                               "distill.epochs=2", "export.formats=int8",
                               "export.representative_examples=16", "verify.max_examples=50"])
-    data = DataSplits(x[:600], y[:600], x[600:], y[600:], x_test, y_test,
-                      DataInfo("synthetic", (6, 6, 1), 3))
+    codes = np.concatenate([np.zeros(600, "int8"), np.ones(len(x) - 600, "int8"),
+                            np.full(len(x_test), 2, "int8")])
+    data = from_arrays(np.concatenate([x, x_test]), np.concatenate([y, y_test]),
+                       name="synthetic", source="synthetic", seed=0, task="multiclass",
+                       presplit=codes)
     ctx = RunContext(recipe=recipe, run_dir=RunDir(tmp_path), verbose=0, data=data,
                      model=teacher, strategy=tf.distribute.get_strategy())
     for stage in ("prune", "cluster", "quantize", "distill", "verify"):

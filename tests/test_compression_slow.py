@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def digits_model(tmp_path_factory):
     from recipes.digits_compress import RECIPE
     from workbench.context import RunContext, RunDir
-    from workbench.data import load_digits
+    from workbench.data.arrays import load_digits
     from workbench.recipe import apply_overrides
     from workbench.stages.train import train
 
@@ -31,21 +31,27 @@ def digits_model(tmp_path_factory):
     return recipe, train(ctx).model, data
 
 
+def _arrays(dataset):
+    x, y = zip(*dataset.as_numpy_iterator())
+    return np.stack(x), np.stack(y)
+
+
 def test_digits_pruned_to_80_percent_keeps_accuracy_and_pqat_keeps_the_zeros(digits_model,
                                                                              tmp_path):
     recipe, model, data = digits_model
-    baseline = accuracy(model, data.x_test, data.y_test)
+    (x_train, y_train), (x_test, y_test) = _arrays(data.train), _arrays(data.test)
+    baseline = accuracy(model, x_test, y_test)
     keras.utils.set_random_seed(0)
-    result = prune(model, data.x_train, data.y_train, target_sparsity=0.8, epochs=4,
+    result = prune(model, x_train, y_train, target_sparsity=0.8, epochs=4,
                    fine_tuning=FineTuning.from_recipe(recipe))
     assert all(f == pytest.approx(0.8, abs=0.005) for f in kernel_sparsity(result.model).values())
-    assert accuracy(result.model, data.x_test, data.y_test) >= baseline - 0.015
+    assert accuracy(result.model, x_test, y_test) >= baseline - 0.015
     path = tmp_path / "pqat.tflite"
-    quantize_aware(result.model, data.x_train, data.y_train, path, preserve_sparsity=True,
+    quantize_aware(result.model, x_train, y_train, path, preserve_sparsity=True,
                    epochs=2, fine_tuning=FineTuning.from_recipe(recipe, 0.1))
     stored = deploy.weight_sparsity(path)
     assert stored["weight_sparsity"] >= 0.795
-    assert deploy.verify_tflite(path, data.x_test, data.y_test)["accuracy"] >= baseline - 0.015
+    assert deploy.verify_tflite(path, x_test, y_test)["accuracy"] >= baseline - 0.015
 
 
 def test_cli_runs_distill_cluster_and_post_training_quantization(tmp_path):
