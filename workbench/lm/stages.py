@@ -87,7 +87,9 @@ def train(ctx):
     if _finished_before(ctx):
         return ctx
     replicas = ctx.strategy.num_replicas_in_sync
-    spe = effective_steps_per_execution(settings)
+    # Keras 3.15's multi-step loop fails under MirroredStrategy (a while-loop placeholder without
+    # a value): one step per execution there.
+    spe = effective_steps_per_execution(settings) if replicas == 1 else 1
     with ctx.strategy.scope():
         model = build_model(recipe, hyperparameters(ctx), data.info)
         check_context(model, settings.context)
