@@ -82,6 +82,28 @@ def _recipe_file(tmp_path, data=None):
     return path
 
 
+CONTEXT_MISMATCH_RECIPE = '''
+import sys
+sys.path.insert(0, {tests!r})
+from lm_tiny import tiny_recipe
+from workbench.lm.model import build_gpt
+RECIPE = tiny_recipe({data!r})
+RECIPE.model = lambda hp, info: build_gpt(context=8, layers=1, heads=2, width=16)
+'''
+
+
+def test_a_model_reading_another_context_is_refused_before_any_work(tmp_path, capsys):
+    from workbench import run
+
+    path = tmp_path / "mismatch.py"
+    path.write_text(CONTEXT_MISMATCH_RECIPE.format(tests=str(REPO / "tests"),
+                                                   data=str(write_corpus(tmp_path))))
+    code = run.main([str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "lm.context is 16 but model 'gpt' reads 8" in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--set", "lm.tokenizer=bytes"], "unknown lm.tokenizer 'bytes': did you mean 'byte'"),
     (["--set", "generate.sampler=topk"], "unknown generate.sampler 'topk'"),

@@ -4,7 +4,7 @@ from workbench.stages.cluster import cluster
 from workbench.stages.distill import distill
 from workbench.stages.evaluate import evaluate
 from workbench.stages.export import export
-from workbench.stages.generate import check_generate, generate
+from workbench.stages.generate import check_generate, check_language_model_training, generate
 from workbench.stages.lr_find import lr_find
 from workbench.stages.prune import prune
 from workbench.stages.quantize import quantize
@@ -31,6 +31,7 @@ STAGES = {
 PREFLIGHT = {
     "search": check_search_space,
     "generate": check_generate,
+    "train": check_language_model_training,
 }
 
 # What a stage needs from the stages before it. A model comes from train, distill's student

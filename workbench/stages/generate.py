@@ -12,3 +12,11 @@ def check_generate(recipe, data_info):
     from workbench.lm.stages import preflight
 
     preflight(recipe, data_info)
+
+
+def check_language_model_training(recipe, data_info):
+    """Before any work: a language model's builder must read `lm.context` tokens."""
+    if data_info.task == "language_model":
+        from workbench.lm.stages import preflight
+
+        preflight(recipe, data_info)
