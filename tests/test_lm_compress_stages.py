@@ -52,14 +52,13 @@ def test_export_then_verify_matches_keras(gpt, tmp_path):
 
 
 @pytest.mark.slow
-def test_quantize_stage_compares_modes_and_saves_them(gpt, tmp_path):
+def test_quantize_stage_compares_modes(gpt, tmp_path):
     ctx = compress_stages.quantize(make_ctx(tmp_path, gpt, quantize_modes=("int8",),
                                             export_quantized=False))
     modes = ctx.results["quantize"]["modes"]
     assert list(modes) == ["float32", "int8"]
     assert modes["int8"]["compression"] > 2.5
     assert abs(modes["int8"]["perplexity_change"]) < 0.01
-    assert (tmp_path / "model_int8.keras").is_file()
     assert "| int8 |" in (tmp_path / "quantization.md").read_text()
 
 

@@ -99,7 +99,8 @@ def _public(row):
 
 
 def quantize(ctx):
-    """Every `quantize_modes` mode on a copy of the run's model, compared with float32."""
+    """Every `quantize_modes` mode on a copy of the run's model, compared with float32; each
+    quantized model is offered to the LiteRT converter (`verify` checks the files it takes)."""
     from workbench.lm.compress import compare_quantization_modes, context_length
     from workbench.lm.export import try_export_quantized
     from workbench.lm.generate import check_language_model
@@ -111,32 +112,23 @@ def quantize(ctx):
     windows = evaluation_windows(ctx, model, "quantize")
     calibration = _windows(corpus.train, context_length(model), settings.calibration_windows)
 
-    def keep(mode, quantized):
-        saved = {}
-        try:
-            with ctx.run_dir.atomic(f"model_{mode}.keras") as temp:
-                quantized.save(str(temp))
-            saved["model_path"] = str(ctx.run_dir / f"model_{mode}.keras")
-        except Exception as error:  # a quantized layer Keras cannot serialize: keep measuring
-            saved["model_not_saved"] = f"{type(error).__name__}: {str(error)[:200]}"
-        if settings.export_quantized:
-            name = f"model_keras_{mode}.tflite"
-            reason = try_export_quantized(quantized, ctx.run_dir / name)
-            if reason is None:
-                path = ctx.run_dir / name
-                ctx.exports[f"keras_{mode}"] = {"path": str(path),
-                                                "size_bytes": path.stat().st_size}
-                saved["tflite"] = str(path)
-            else:
-                saved["tflite_refused"] = reason
-                ctx.say(f"  {mode}: the LiteRT converter refused the Keras-quantized model "
-                        f"({reason[:160]})")
-        return saved
+    def offer_to_litert(mode, quantized):
+        if not settings.export_quantized:
+            return {}
+        name = f"model_keras_{mode}.tflite"
+        reason = try_export_quantized(quantized, ctx.run_dir / name)
+        if reason is not None:
+            ctx.say(f"  {mode}: the LiteRT converter refused the Keras-quantized model "
+                    f"({reason[:160]})")
+            return {"tflite_refused": reason}
+        path = ctx.run_dir / name
+        ctx.exports[f"keras_{mode}"] = {"path": str(path), "size_bytes": path.stat().st_size}
+        return {"tflite": str(path)}
 
     rows = compare_quantization_modes(
         model, windows, calibration, settings.quantize_modes, group_size=settings.group_size,
         num_samples=settings.calibration_windows, prompts=prompt_ids(ctx),
-        generate_steps=settings.generate_tokens, on_model=keep, log=ctx.say)
+        generate_steps=settings.generate_tokens, on_model=offer_to_litert, log=ctx.say)
     from workbench.lm.compress import format_quantization_table
 
     ctx.run_dir.write_text("quantization.md", format_quantization_table(rows) + "\n")
