@@ -22,6 +22,14 @@
 
     python benchmarks/optimizers.py [--quick] [--out benchmarks/results/optimizers.json]
 
+(c) Every backend: `--backend jax` (or `torch`, `tensorflow`) times one training step of each
+    optimizer and of Keras' AdamW through Keras' own trainer (`train_on_batch`: a jitted step
+    on JAX, eager on PyTorch, a `tf.function` on TensorFlow) on that backend alone;
+    `--backend all` runs that for each installed backend in its own process and prints the
+    ratios to AdamW side by side. (a) and (b) drive TensorFlow directly and need it.
+
+    python benchmarks/optimizers.py --backend all [--quick] [--out .../optimizers_backends.json]
+
 Prints the tables and writes them as JSON. Timings on a shared machine are noisy.
 """
 
@@ -38,10 +46,28 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+
+def _requested_backend(argv):
+    """The `--backend` value, read before Keras is imported (Keras fixes it at import)."""
+    for i, arg in enumerate(argv):
+        if arg == "--backend" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--backend="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+BACKENDS = ("tensorflow", "jax", "torch")
+_BACKEND = _requested_backend(sys.argv[1:])
+if _BACKEND in BACKENDS:
+    os.environ["KERAS_BACKEND"] = _BACKEND
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -56,6 +82,7 @@ from workbench.optimizers import Shampoo  # noqa: E402
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "optimizers.json"
 TIMED = {
     "Adam (Keras)": lambda: keras.optimizers.Adam(),
+    "AdamW (Keras)": lambda: keras.optimizers.AdamW(),
     "AdaBelief": lambda: AdaBelief(),
     "RAdam": lambda: RAdam(),
     "LARS": lambda: LARS(),
@@ -70,6 +97,8 @@ TIMED = {
 TIME_TARGETS = {name: 1.15 for name in TIMED if not name.startswith("Shampoo")}
 TIME_TARGETS.update({name: 2.0 for name in TIMED if name.startswith("Shampoo")})
 TIME_TARGETS.pop("Adam (Keras)")
+TIME_TARGETS.pop("AdamW (Keras)")
+DEFAULT_BACKENDS_OUT = Path(__file__).resolve().parent / "results" / "optimizers_backends.json"
 
 
 # --- problems ----------------------------------------------------------------
@@ -226,6 +255,109 @@ def step_times(jit_compile, rounds, block=20, batch=128):
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def trainer_step_times(rounds, block=20, batch=128):
+    """Median ms per `train_on_batch` of every `TIMED` optimizer on the current backend.
+
+    Keras' own trainer compiles the step the way the backend does (jit on JAX, a
+    `tf.function` on TensorFlow, eager on PyTorch), so this is what a `fit` user pays.
+    """
+    x_train, y_train, _, _ = digits_split()
+    x, y = x_train[:batch], y_train[:batch]
+    models = {}
+    for name, make in TIMED.items():
+        model = digits_cnn(0)
+        model.compile(
+            optimizer=make(),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            # XLA on TensorFlow, as on JAX; PyTorch runs eagerly either way.
+            jit_compile=keras.backend.backend() != "torch",
+        )
+        for _ in range(block):  # compile, and get Shampoo past its first roots
+            model.train_on_batch(x, y)
+        models[name] = model
+    samples = {name: [] for name in TIMED}
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            for _ in range(block):
+                loss = model.train_on_batch(x, y)
+            float(np.asarray(loss))
+            samples[name].append((time.perf_counter() - start) / block * 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def backend_details():
+    backend = keras.backend.backend()
+    details = {"backend": backend, "keras": keras.__version__}
+    if backend == "jax":
+        import jax
+
+        details.update(jax=jax.__version__, device=str(jax.devices()[0]))
+    elif backend == "torch":
+        import torch
+
+        details.update(torch=torch.__version__)
+    else:
+        details.update(tensorflow=tf.__version__)
+    if any(name.startswith("Shampoo") for name in TIMED):
+        probe = Shampoo()
+        probe.build([keras.Variable(np.zeros((2, 2), "float32"))])
+        details["shampoo_root"] = probe.root_method_in_use
+    return details
+
+
+def run_one_backend(rounds):
+    """(c) for the backend of this process, as one JSON line on stdout."""
+    result = {"details": backend_details(), "step_time_ms": trainer_step_times(rounds)}
+    print(json.dumps(result))
+
+
+def run_all_backends(args):
+    """(c) for each installed backend, each in its own process, side by side."""
+    import importlib.util
+    import subprocess
+
+    module_of = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+    results, skipped = {}, []
+    for backend in BACKENDS:
+        if importlib.util.find_spec(module_of[backend]) is None:
+            skipped.append(backend)
+            continue
+        command = [sys.executable, __file__, "--backend", backend, "--one-backend"]
+        if args.quick:
+            command.append("--quick")
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True,
+                              env=dict(os.environ, KERAS_BACKEND=backend))
+        if done.returncode != 0:
+            raise SystemExit(f"{backend} run failed:\n{done.stderr[-3000:]}")
+        results[backend] = json.loads(done.stdout.strip().splitlines()[-1])
+        results[backend]["seconds"] = time.perf_counter() - started
+    print("\n(c) time per training step through Keras' trainer (train_on_batch), digits CNN, "
+          "batch 128, CPU;\n    ms and ratio to Keras AdamW on the same backend "
+          "(median of interleaved 20-step blocks; shared machine, noisy)")
+    print(f"{'optimizer':36s}" + "".join(f"{b + ' ms':>16s}{'x AdamW':>9s}" for b in results))
+    for name in TIMED:
+        row = f"{name:36s}"
+        for backend, result in results.items():
+            times = result["step_time_ms"]
+            row += f"{times[name]:16.2f}{times[name] / times['AdamW (Keras)']:9.2f}"
+        print(row)
+    roots = ", ".join(f"{b}: {r['details'].get('shampoo_root')}" for b, r in results.items())
+    print(f"  Shampoo's inverse roots: {roots} (eigh = float64 eigendecomposition, "
+          "newton = float32 coupled Newton).")
+    if skipped:
+        print(f"  not installed, skipped: {', '.join(skipped)}")
+    out = args.out if args.out != DEFAULT_OUT else DEFAULT_BACKENDS_OUT
+    write_json(out, {
+        "quick": args.quick,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "backends": results,
+        "skipped": skipped,
+    })
+    print(f"wrote {out}")
+
+
 # --- contenders ------------------------------------------------------------------
 
 
@@ -380,8 +512,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, smaller budgets")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--backend", choices=[*BACKENDS, "all"],
+                        help="(c) only: step times on this backend, or on all side by side")
+    parser.add_argument("--one-backend", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    if args.one_backend:
+        return run_one_backend(3 if args.quick else 8)
+    if args.backend == "all":
+        return run_all_backends(args)
+    if args.backend is not None:
+        result = {"details": backend_details(),
+                  "step_time_ms": trainer_step_times(3 if args.quick else 8)}
+        times = result["step_time_ms"]
+        print(f"\n(c) {args.backend}: ms per train_on_batch step, and x AdamW")
+        for name in TIMED:
+            print(f"{name:36s}{times[name]:10.2f}{times[name] / times['AdamW (Keras)']:8.2f}")
+        write_json(args.out.with_name(f"optimizers_{args.backend}.json"), result)
+        return None
 
     seeds = [0] if args.quick else [0, 1, 2]
     rounds = 3 if args.quick else 8

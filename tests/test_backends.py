@@ -16,6 +16,7 @@ TensorFlow runs those files in the ordinary test run.
 import importlib.util
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -34,29 +35,22 @@ BACKEND_FILES = [
     "tests/test_callbacks.py",
 ]
 
-# The default run's JAX selection: every wrapper through the stateless apply path (save/load and
-# continue, accumulation, EMA, loss scaling, stacking), the optimizers with state taken from the
-# weights, each optimizer once against its NumPy reference (float64: JAX_ENABLE_X64), and the
-# schedule and callback behaviour that depends on how the backend compiles a train step.
+# The default run's JAX selection, kept to about a minute of CPU: the wrappers and Shampoo
+# through the stateless apply path with save/load and continue, EMA and loss scaling around the
+# jitted step, an optimizer whose state is taken from the weights, three NumPy references
+# (float64: JAX_ENABLE_X64), and the schedule and callback behaviour that depends on how the
+# backend compiles a train step. Stacked wrappers and GradientNoise are covered by the fresh-
+# process round trip below.
 JAX_FOCUSED = [
-    "tests/test_optimizers_contract.py::test_config_round_trips_every_constructor_argument",
     "tests/test_optimizers_contract.py::test_save_load_and_continue_training[Lookahead]",
-    "tests/test_optimizers_contract.py::test_save_load_and_continue_training[GradientNoise]",
     "tests/test_optimizers_contract.py::test_save_load_and_continue_training[Shampoo]",
-    "tests/test_optimizers_contract.py::test_gradient_accumulation_matches_a_batch_twice_as_large[Lookahead]",
     "tests/test_optimizers_contract.py::test_use_ema_leaves_the_average_in_the_model[Prodigy]",
-    "tests/test_optimizers_contract.py::test_loss_scale_optimizer_wrapping_matches_unscaled[GradientNoise]",
-    "tests/test_optimizers_contract.py::test_wrappers_compose_and_round_trip",
-    "tests/test_optimizers_contract.py::test_state_copied_from_the_weights_is_taken_once",
-    "tests/test_optimizers_reference.py::test_adabelief_matches_paper_algorithm",
-    "tests/test_optimizers_reference.py::test_radam_matches_paper_algorithm",
-    "tests/test_optimizers_reference.py::test_lars_matches_paper_algorithm",
+    "tests/test_optimizers_contract.py::test_loss_scale_optimizer_wrapping_matches_unscaled[Lookahead]",
     "tests/test_optimizers_reference.py::test_prodigy_matches_reference_implementation[all_options]",
-    "tests/test_optimizers_reference.py::test_shampoo_matches_numpy_reference[blocks_of_3]",
     "tests/test_optimizers_reference.py::test_lookahead_composes_with_inner_step[adam]",
-    "tests/test_optimizers_reference.py::test_gradient_noise_composes_with_inner_step[adam]",
+    "tests/test_optimizers_reference.py::test_gradient_noise_composes_with_inner_step[sgd]",
     "tests/test_schedules.py::test_values_when_compiled_with_an_integer_step_tensor",
-    "tests/test_regularizers.py",
+    "tests/test_regularizers.py::test_group_lasso_gradient_is_unit_direction_and_zero_on_empty_groups",
     "tests/test_callbacks.py::test_reduces_what_the_optimizer_applies_under_a_schedule",
 ]
 
@@ -130,7 +124,9 @@ def save_main(path):
 
     import workbench as wb
 
-    keras.utils.set_random_seed(0)
+    # Python's `random` seeds Keras' unseeded initializers; `keras.utils.set_random_seed` would
+    # also import TensorFlow to seed it.
+    random.seed(0)
     schedule = wb.schedules.Warmup(wb.schedules.OneCycle(0.01, total_steps=40), warmup_steps=4)
     model = keras.Sequential([
         keras.Input((6,)),
@@ -181,7 +177,11 @@ def test_jax_keras_file_reloads_in_a_fresh_process_and_continues(tmp_path):
 
 
 def test_jax_focused_contract_and_reference_tests():
-    run_pytest("jax", JAX_FOCUSED, timeout=600, JAX_ENABLE_X64="1")
+    references = [t for t in JAX_FOCUSED if "reference" in t]
+    # float32, JAX's default, for what trains as users train (Shampoo on its Newton root) ...
+    run_pytest("jax", [t for t in JAX_FOCUSED if t not in references], timeout=900)
+    # ... and float64 for the NumPy references, which compare to 1e-6.
+    run_pytest("jax", references, timeout=600, JAX_ENABLE_X64="1")
 
 
 @pytest.mark.slow

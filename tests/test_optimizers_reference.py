@@ -470,6 +470,20 @@ def test_newton_inverse_root_matches_eigh(rank):
         assert error < (1e-4 if rank == 12 else 2e-3 if epsilon == 1e-4 else 5e-2), (p, error)
 
 
+def test_newton_inverse_root_of_zero_and_tiny_statistics():
+    # An embedding's statistic is all zero for rows never used, and a layer with tiny gradients
+    # has a statistic near 1e-20, whose squares underflow float32: the root must stay finite
+    # and equal the float64 eigh root, (damped A)^(-1/4) with the damping floored at 1e-30.
+    for statistic in (np.zeros((6, 6)), 1e-20 * np.diag([1.0, 2.0, 3.0, 0.0, 0.0, 0.0])):
+        w, q = np.linalg.eigh(statistic)
+        damping = 1e-6 * max(w.max(), 1e-30)
+        want = (q * (np.maximum(w, 0) + damping) ** -0.25) @ q.T
+        got = keras.ops.convert_to_numpy(
+            newton_inverse_root(keras.ops.convert_to_tensor(statistic, "float32"), 4, 1e-6)
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+
+
 def test_shampoo_rejects_an_unknown_root_method():
     with pytest.raises(ValueError, match="root_method"):
         Shampoo(root_method="cholesky")

@@ -167,8 +167,13 @@ def newton_inverse_root(statistic, p, epsilon):
     size = statistic.shape[0]
     identity = ops.eye(size, dtype=dtype)
     with full_precision_matmul():
-        symmetric = 0.5 * (statistic + ops.transpose(statistic))
-        scale = ops.maximum(largest_eigenvalue(symmetric), TINY)
+        # Work on A / s with s its largest entry, and scale the root back by s^(-1/p): a
+        # statistic of 1e-20 (a layer with tiny gradients) or 0 (embedding rows never used)
+        # would otherwise underflow float32 in ||A||_F and turn z into inf.
+        norm = ops.maximum(ops.max(ops.abs(statistic)), TINY)
+        symmetric = 0.5 * (statistic + ops.transpose(statistic)) / norm
+        # As in the eigh path, the damping's scale is floored at TINY (in A's units).
+        scale = ops.maximum(largest_eigenvalue(symmetric), TINY / norm)
         damped = symmetric + constant(epsilon, dtype) * scale * identity
         z = (1.0 + p) / (2.0 * ops.sqrt(ops.sum(ops.square(damped))))
         m = damped * z
@@ -200,4 +205,4 @@ def newton_inverse_root(statistic, p, epsilon):
                 ops.convert_to_tensor(True),
             ),
         )
-        return ops.where(improving, h, previous_h)
+        return ops.where(improving, h, previous_h) * ops.power(norm, -1.0 / p)
