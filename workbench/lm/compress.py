@@ -139,6 +139,39 @@ def quantization_structure(model, context=None):
     return {"pre_block_layers": [InputsOfBlock(model, blocks[0])], "sequential_blocks": blocks}
 
 
+@contextlib.contextmanager
+def _calibration_reaches_hooks(model):
+    """Keras 3.15 runs a quantized layer through `quantized_call`, but GPTQ's and AWQ's statistics
+    hooks patch `call`: without this, calibration inputs never reach them, the statistics stay
+    zero and both modes reduce to plain rounding whatever the calibration data. Until a layer is
+    calibrated, its `quantized_call` goes through `call` (the float forward, which is also what
+    an uncalibrated layer's quantized call computes)."""
+    import keras
+
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))]
+
+    def routed(layer):
+        quantized_call = type(layer).quantized_call
+
+        def call(*args, **kwargs):
+            calibrated = (getattr(layer, "is_gptq_calibrated", False)
+                          or getattr(layer, "is_awq_calibrated", False))
+            if layer.quantization_mode in ("gptq", "awq") and not calibrated:
+                return layer.call(*args, **kwargs)
+            return quantized_call(layer, *args, **kwargs)
+
+        return call
+
+    for layer in layers:
+        layer.quantized_call = routed(layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("quantized_call", None)
+
+
 class _TokenIds:
     """GPTQ/AWQ want a tokenizer for text calibration data; ours is already token ids."""
 
@@ -184,7 +217,8 @@ def quantize_model(model, mode, calibration=None, *, group_size=128, num_samples
                 group_size=group_size,
                 quantization_layer_structure=quantization_structure(quantized, context),
                 **options)
-            quantized.quantize(mode, config=config)
+            with _calibration_reaches_hooks(quantized):
+                quantized.quantize(mode, config=config)
             embeddings = [layer.path for layer in quantized._flatten_layers()
                           if isinstance(layer, keras.layers.Embedding)
                           and getattr(layer, "quantization_mode", None) is None]
