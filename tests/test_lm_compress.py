@@ -99,3 +99,19 @@ def test_bad_requests_are_one_line_errors():
         compress.quantize_model(plain, "int5")
     with pytest.raises(WorkbenchError, match="calibration windows"):
         compress.quantize_model(build_tiny_gpt(layers=1, width=16), "awq")
+
+
+@pytest.mark.slow
+def test_gptq_and_awq_use_the_calibration_data(model):
+    """Keras' statistics hooks must see the calibration windows: otherwise both modes are plain
+    rounding, identical to each other and to themselves on any other calibration data."""
+    x = windows(4)[:, :CONTEXT]
+    random_windows = np.random.default_rng(1).integers(0, 256, size=(16, CONTEXT + 1))
+    outputs = {}
+    for mode, calibration in (("gptq", windows(16, offset=11)), ("gptq_random", random_windows),
+                              ("awq", windows(16, offset=11))):
+        quantized = compress.quantize_model(model, mode.split("_")[0], calibration,
+                                            group_size=16, num_samples=4)
+        outputs[mode] = np.asarray(quantized.predict_on_batch(x))
+    assert np.abs(outputs["gptq"] - outputs["gptq_random"]).max() > 1e-4
+    assert np.abs(outputs["gptq"] - outputs["awq"]).max() > 1e-4
