@@ -141,8 +141,11 @@ def fit(ctx, extra_callbacks=(), backup=False):
         callbacks.insert(0, components.CALLBACKS.build("backup_and_restore", {
             "backup_dir": str(ctx.run_dir / "backup"), "double_checkpoint": True,
             "min_interval_seconds": recipe.backup_interval_seconds}))
-        # Per-epoch metrics on disk, so a resumed run's curves start at epoch 1.
-        callbacks.append(keras.callbacks.CSVLogger(str(ctx.run_dir / "history.csv"), append=True))
+        # Per-epoch metrics on disk, so a resumed run's curves start at epoch 1. Written before
+        # the backup (callbacks run in list order): a kill between the two then leaves a row for
+        # an epoch that is trained again, which the report drops, rather than a missing row.
+        callbacks.insert(0, keras.callbacks.CSVLogger(str(ctx.run_dir / "history.csv"),
+                                                      append=True))
     mark_async_safe(callbacks)
     history = keras.callbacks.History()
     history.history, history.epoch = {}, []
