@@ -253,9 +253,9 @@ def test_resume_after_a_crash_continues_exactly(tmp_path):
 
 
 def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
-    model, state, _, _ = _train(tmp_path, steps=10, lm__eval_interval=10, lm__accumulation=2)
-    assert state.eval_steps == [10] and state.micro_step == 20
-    assert int(model.optimizer.iterations.numpy()) == 10
+    model, state, _, _ = _train(tmp_path, steps=5, lm__eval_interval=5, lm__accumulation=2)
+    assert state.eval_steps == [5] and state.micro_step == 10
+    assert int(model.optimizer.iterations.numpy()) == 5
 
 
 # ---------------------------------------------------------------------------------------------
