@@ -169,8 +169,8 @@ def test_mirrored_training_on_two_logical_cpus(tmp_path):
 def test_kill_9_then_resume_loses_at_most_the_checkpoint_interval(tmp_path):
     recipe = _recipe_file(tmp_path)
     run_dir = tmp_path / "run"
-    process = start_cli(recipe, "--out", run_dir, "--stages", "train", "--set", "lm.steps=4000",
-                        "--set", "lm.eval_interval=4000", "--set", "lm.checkpoint_steps=20",
+    process = start_cli(recipe, "--out", run_dir, "--stages", "train", "--set", "lm.steps=2000",
+                        "--set", "lm.eval_interval=2000", "--set", "lm.checkpoint_steps=20",
                         log=tmp_path / "log.txt")
     checkpoint = run_dir / "lm_checkpoint.npz"
     deadline = time.time() + 240
@@ -180,8 +180,8 @@ def test_kill_9_then_resume_loses_at_most_the_checkpoint_interval(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert checkpoint.is_file()
-    result = run_cli(recipe, "--resume", run_dir, "--stages", "train", "--set", "lm.steps=4000",
-                     "--set", "lm.eval_interval=4000", "--set", "lm.checkpoint_steps=20")
+    result = run_cli(recipe, "--resume", run_dir, "--stages", "train", "--set", "lm.steps=2000",
+                     "--set", "lm.eval_interval=2000", "--set", "lm.checkpoint_steps=20")
     assert result.returncode == 0, result.stderr
     assert "resuming at step" in result.stdout
     resumed_at = int(result.stdout.split("resuming at step")[1].split()[0])
