@@ -104,8 +104,9 @@ class Registry:
 def _check_argument_type(kind, name, key, value, param):
     """A value whose type cannot stand for the parameter's default (text for a number, a number
     for a flag) is bad input, caught here rather than inside training."""
-    if param is None or param.default is inspect.Parameter.empty or param.default is None:
-        return
+    if (param is None or value is None or param.default is inspect.Parameter.empty
+            or param.default is None):
+        return  # None leaves the choice to the class, as its own default would
     default = param.default
     if isinstance(default, bool):
         ok = isinstance(value, bool)
