@@ -77,9 +77,10 @@ def summary_rows(ctx):
     evaluation = ctx.results.get("evaluate", {})
     train = ctx.results.get("train", {})
     task = ctx.data.info.task if ctx.data is not None else "multiclass"
-    metric = "mae" if task == "regression" else "accuracy"
+    metric = {"regression": "mae", "language_model": "val_loss"}.get(task, "accuracy")
+    keras_key = metric if metric.startswith("val_") else f"test_{metric}"
     if evaluation or train:
-        rows.append({"model": "keras", "accuracy": evaluation.get(f"test_{metric}"),
+        rows.append({"model": "keras", "accuracy": evaluation.get(keras_key),
                      "metric_name": metric,
                      "loss": evaluation.get("test_loss"), "size_bytes": train.get("model_bytes"),
                      "gzip_bytes": None, "ratio": None, "latency_ms": None, "sparsity": None,
@@ -121,7 +122,8 @@ COLUMNS = [("model", "model", "text"), ("accuracy", "test accuracy", "fraction")
 
 def table(rows, markdown=False):
     metric = rows[0].get("metric_name", "accuracy") if rows else "accuracy"
-    header = [f"test {metric}" if key == "accuracy" else title for key, title, _ in COLUMNS]
+    title = metric.replace("_", " ") if metric.startswith("val_") else f"test {metric}"
+    header = [title if key == "accuracy" else name for key, name, _ in COLUMNS]
     body = [[_cell(row[key], kind) for key, _, kind in COLUMNS] for row in rows]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
