@@ -166,6 +166,7 @@ def load_main(path):
     print(json.dumps({"max_abs_difference": float(np.abs(got - want).max())}))
 
 
+@pytest.mark.slow
 def test_jax_keras_file_reloads_in_a_fresh_process_and_continues(tmp_path):
     path = tmp_path / "model.keras"
     saved = run_python("jax", __file__, "--save", str(path))
@@ -176,6 +177,7 @@ def test_jax_keras_file_reloads_in_a_fresh_process_and_continues(tmp_path):
     assert report["max_abs_difference"] < 1e-6, report
 
 
+@pytest.mark.slow
 def test_jax_focused_contract_and_reference_tests():
     references = [t for t in JAX_FOCUSED if "reference" in t]
     # float32, JAX's default, for what trains as users train (Shampoo on its Newton root) ...
