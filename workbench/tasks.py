@@ -3,7 +3,7 @@
 The task decides the loss, the metrics, the early-stopping and plateau monitor, the search
 objective, the activation of the model's last layer, and what `verify` measures on every exported
 `.tflite` file — so that no stage special-cases a kind of problem. A recipe names its task
-(`--set task=regression`) or lets the data say (`infer_task`).
+(`--set task=regression`) or lets the labels say (`workbench.data.checks.LabelStats`).
 
 | task           | labels                       | output               | loss                            |
 |----------------|------------------------------|----------------------|---------------------------------|
@@ -17,8 +17,6 @@ objective, the activation of the model's last layer, and what `verify` measures 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
 
 from workbench.errors import WorkbenchError, suggest
 
@@ -117,28 +115,6 @@ def monitors(task_name, metrics=None):
     for metric in (metrics if metrics is not None else get_task(task_name).metrics):
         names.append({"multilabel_auc": "auc"}.get(metric, metric))
     return [*names, *(f"val_{name}" for name in names)]
-
-
-def infer_task(y) -> str:
-    """The task that labels `y` (a NumPy sample of them) imply.
-
-    Integer-valued labels of one column are classes (two of them: binary); a 0/1 matrix is
-    multi-label; anything else real-valued is regression."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        if np.isin(y, (0, 1)).all():
-            return "multilabel"
-        return "regression"
-    flat = y.reshape(len(y), -1)[:, 0] if y.ndim > 1 else y
-    if np.issubdtype(flat.dtype, np.integer) or np.issubdtype(flat.dtype, np.bool_):
-        return "binary" if set(np.unique(flat).tolist()) <= {0, 1} else "multiclass"
-    if np.issubdtype(flat.dtype, np.floating):
-        if np.all(np.isfinite(flat)) and np.all(flat == np.round(flat)) and flat.min() >= 0 \
-                and len(np.unique(flat)) <= max(2, min(100, len(flat) // 5)):
-            return "binary" if set(np.unique(flat).tolist()) <= {0.0, 1.0} else "multiclass"
-        return "regression"
-    raise WorkbenchError(f"labels of dtype {y.dtype} name no task; use integer class ids, "
-                         "float targets or a multi-hot matrix, or set --set task=...")
 
 
 def output_layer(data_info, name="output"):

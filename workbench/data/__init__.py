@@ -122,12 +122,11 @@ def representative_inputs(data: Data, count: int, seed=0):
 
     from workbench.data.core import shuffle_buffer
 
-    if data.train_shuffled:
-        sample = data.train.take(count)
-    else:  # a bounded buffer: a fair sample without holding the split
+    sample = data.train
+    if not data.train_shuffled:  # a bounded buffer: a fair sample without holding the split
         buffer = min(shuffle_buffer(data.info.sizes.get("train")), max(4 * count, 1024))
-        sample = data.train.shuffle(buffer, seed=seed, reshuffle_each_iteration=False).take(count)
-    inputs = [x for x, _ in sample.as_numpy_iterator()]
+        sample = sample.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+    inputs = [x for x, _ in sample.take(count).as_numpy_iterator()]
     return np.stack(inputs) if inputs else np.zeros((0, *data.info.input_shape), "float32")
 
 

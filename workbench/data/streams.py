@@ -47,6 +47,8 @@ def scan_split(dataset, where):
     # examples of different shapes are found rather than failing inside `batch`.
     batched = dataset.batch(SCAN_BATCH) if not _ragged(spec) else dataset.map(
         lambda x, y: (tf.nest.map_structure(lambda t: t[None], x), y[None]))
+    # One streaming pass over the whole split, by design (every example is checked); each batch
+    # is reduced to counts and label statistics and dropped, so memory stays one batch.
     for x, y in batched.as_numpy_iterator():
         arrays = x.values() if isinstance(x, dict) else [x]
         for array in arrays:
