@@ -73,6 +73,10 @@ class SearchSettings:
     schedules: tuple[str, ...] = ()
     batch_sizes: tuple[int, ...] = ()
     weight_decays: tuple[float, ...] = ()
+    # Language models only: choices of `lm.warmup_steps`, and the optimizer steps each trial
+    # trains (None: min(lm.steps, 200); a language model's trial counts steps, not `epochs`).
+    warmup_steps: tuple[int, ...] = ()
+    steps: Optional[int] = None
     hyperband_factor: int = 3
 
 

@@ -2,8 +2,9 @@
 
 The search space is the model builder's own `hp` calls (KerasTuner's convention) plus the
 workbench-level choices in `recipe.search`: optimizer, learning rate (log scale), schedule,
-weight decay and batch size. Trials persist under `<run>/search/`; `--resume` continues an
-interrupted search without repeating finished trials.
+weight decay and batch size, and for language models the warm-up (`search.warmup_steps`).
+Trials persist under `<run>/search/`; `--resume` continues an interrupted search without repeating
+finished trials. A language model's trial trains by steps, not epochs (`workbench.lm.search`).
 
 Distributed search uses KerasTuner's own chief/worker mechanism: with `KERASTUNER_TUNER_ID`,
 `KERASTUNER_ORACLE_IP` and `KERASTUNER_ORACLE_PORT` set, the process whose tuner id contains
@@ -53,12 +54,19 @@ def recipe_for(recipe, hp):
         changes["optimizer_config"] = {**recipe.optimizer_config, "weight_decay": decay or None}
     if search.batch_sizes:
         changes["batch_size"] = hp.Choice("batch_size", [int(b) for b in search.batch_sizes])
+    if search.warmup_steps:  # language models only (check_search_space)
+        warmup = hp.Choice("warmup_steps", [int(w) for w in search.warmup_steps])
+        changes["lm"] = dataclasses.replace(recipe.lm, warmup_steps=warmup)
     return dataclasses.replace(recipe, **changes)
 
 
 def _hypermodel(ctx):
     import keras_tuner
 
+    if ctx.recipe.task == "language_model":
+        from workbench.lm.search import language_model_hypermodel
+
+        return language_model_hypermodel(ctx)
     data = ctx.data
 
     class RecipeHyperModel(keras_tuner.HyperModel):
@@ -85,9 +93,23 @@ def _hypermodel(ctx):
 
 
 def check_search_space(recipe, data_info):
-    """An empty space (no `hp` in the builder and no workbench choices) is bad input."""
+    """An empty space (no `hp` in the builder and no workbench choices) is bad input, and so are
+    the step-based settings on a recipe that trains by epochs."""
     import keras_tuner
 
+    if data_info.task == "language_model":
+        from workbench.lm.search import check_language_model_search
+
+        check_language_model_search(recipe, data_info)
+    else:
+        given = [key for key, value in (("search.steps", recipe.search.steps),
+                                        ("search.warmup_steps", recipe.search.warmup_steps))
+                 if value not in (None, ())]
+        if given:
+            raise WorkbenchError(
+                f"{' and '.join(given)} only apply to language models (trained by steps); "
+                f"recipe '{recipe.name}' has task '{data_info.task}', whose trials train "
+                f"search.epochs epochs: drop {' and '.join(given)}")
     hp = keras_tuner.HyperParameters()
     recipe_for(recipe, hp)
     build_model(recipe, hp, data_info)
@@ -198,6 +220,10 @@ def search(ctx):
         tuner.oracle.verbose = 0
         serve_oracle(tuner, total, ctx.say)
     else:
+        if ctx.recipe.task == "language_model":
+            from workbench.lm.search import describe_budget
+
+            ctx.say(describe_budget(ctx.recipe))
         tuner.search(epochs=settings.epochs, verbose=0)
     if role == "worker":
         ctx.results["search"] = {"role": "worker", "tuner_id": os.environ["KERASTUNER_TUNER_ID"],
@@ -216,9 +242,14 @@ def _use_best(ctx, tuner, role):
     ctx.hp = best_hp
     ctx.recipe = recipe_for(ctx.recipe, best_hp)
     best = tuner.oracle.get_best_trials(1)[0]
+    budget = {}
+    if ctx.recipe.task == "language_model":
+        from workbench.lm.search import search_steps
+
+        budget = {"steps_per_trial": search_steps(ctx.recipe)}
     ctx.results["search"] = {
         "tuner": ctx.recipe.search.tuner, "role": role or "local",
-        "objective": tuner.oracle.objective.name,
+        "objective": tuner.oracle.objective.name, **budget,
         "best_score": best.score, "best_trial": best.trial_id,
         "best_hyperparameters": {k: v for k, v in best_hp.values.items()
                                  if not k.startswith("tuner/")},
