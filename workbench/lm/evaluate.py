@@ -53,13 +53,15 @@ def evaluate_split(model, tokens, context, batch_size=256, max_windows=None, tok
     if max_windows is not None and len(starts) > max_windows:
         starts = starts[np.linspace(0, len(starts) - 1, max_windows).astype(np.int64)]
     dataset = windows_dataset(tokens, context, starts).batch(batch_size).prefetch(2)
+    if keras.backend.backend() != "tensorflow":  # jax.jit and torch take arrays, not tf tensors
+        dataset = dataset.as_numpy_iterator()
     total_fn = token_nll_sum(model)
     total, count, covered, first_count = 0.0, 0, 0, None
     started = time.perf_counter()
     for x, y in dataset:
         total += float(total_fn(x, y))
         count += int(np.prod(y.shape))
-        covered += int(token_bytes[y.numpy()].sum()) if token_bytes is not None else 0
+        covered += int(token_bytes[np.asarray(y)].sum()) if token_bytes is not None else 0
         if first_count is None:  # compiling is not scoring: time from the second batch on
             started, first_count = time.perf_counter(), count
     seconds = time.perf_counter() - started

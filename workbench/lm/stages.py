@@ -79,7 +79,7 @@ def train(ctx):
     from workbench.lm.model import flops_per_token
     from workbench.lm.training import (
         check_context, compile_language_model, effective_steps_per_execution,
-        learning_rate_schedule, train_language_model)
+        learning_rate_schedule, learning_rates, train_language_model)
     from workbench.stages.train import build_model, hyperparameters
 
     recipe, settings = ctx.recipe, ctx.recipe.lm
@@ -98,15 +98,15 @@ def train(ctx):
     ctx.say(f"  {model.name}: {parameters:,} parameters, context {settings.context}, "
             f"{settings.steps} steps of {recipe.batch_size * replicas * settings.accumulation} "
             f"windows ({replicas} replica{'s' if replicas > 1 else ''}, accumulation "
-            f"{settings.accumulation}, jit_compile={recipe.jit_compile}, {spe} steps/execution)")
+            f"{settings.accumulation}, jit_compile={recipe.jit_compile}, {spe} steps/execution, "
+            f"{keras.backend.backend()})")
     state, stop_reason = train_language_model(
         model, data.corpus.train, data.corpus.val, recipe, settings, strategy=ctx.strategy,
         run_dir=ctx.run_dir, resume=ctx.resuming, say=ctx.say)
     ctx.model = model
     ctx.history = {"loss": state.train_loss, "val_loss": state.val_loss}
     schedule = learning_rate_schedule(recipe, settings, replicas)
-    ctx.learning_rates = [float(keras.ops.convert_to_numpy(schedule(step * settings.accumulation)))
-                          for step in range(settings.steps)]
+    ctx.learning_rates = learning_rates(schedule, settings.steps, settings.accumulation)
     tokens_per_second = (state.measured_tokens / state.measured_seconds
                          if state.measured_seconds else None)
     training_flops = flops_per_token(model, training=True)
@@ -116,6 +116,7 @@ def train(ctx):
         "replicas": replicas, "global_batch_size": recipe.batch_size * replicas,
         "accumulation": settings.accumulation, "tokens_per_step":
             recipe.batch_size * replicas * settings.accumulation * settings.context,
+        "backend": keras.backend.backend(),
         "steps_per_execution": spe, "jit_compile": recipe.jit_compile,
         "precision": recipe.precision, "parameters": parameters,
         "tokens_per_second": tokens_per_second,

@@ -53,6 +53,18 @@ def learning_rate_schedule(recipe, settings, replicas=1):
     return keras.optimizers.schedules.CosineDecay(peak, decay_steps, alpha=floor)
 
 
+def learning_rates(schedule, steps, accumulation=1):
+    """The schedule's value at each of `steps` optimizer steps. On JAX the schedule is compiled
+    once: called eagerly, its warm-up `cond` compiles anew on every call (about 0.2 s each)."""
+    function = schedule
+    if keras.backend.backend() == "jax":
+        import jax
+
+        function = jax.jit(schedule)
+    return [float(keras.ops.convert_to_numpy(function(step * accumulation)))
+            for step in range(steps)]
+
+
 def make_optimizer(recipe, settings, model, replicas=1):
     """The recipe's optimizer with the LM schedule; weight decay only on rank >= 2 weights."""
     from workbench import components
@@ -107,6 +119,11 @@ class TrainingState:
 
 
 def save_checkpoint(run_dir, model, state):
+    # Within `fit` the JAX trainer keeps the training state in its own arrays (the model's
+    # variables are emptied for speed); a save in the middle of a segment brings them back first.
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
     arrays = {f"w{i}": np.asarray(keras.ops.convert_to_numpy(v))
               for i, v in enumerate(model.weights)}
     arrays.update({f"o{i}": np.asarray(keras.ops.convert_to_numpy(v))
