@@ -16,6 +16,10 @@ Scaling rule: the recipe's `batch_size` is per replica, so the global batch is
 lr x replicas), `sqrt` (Krizhevsky 2014, lr x sqrt(replicas), gentler for adaptive optimizers) or
 `none`.
 
+On other Keras backends (JAX, PyTorch) the `tf.distribute` strategies cannot place the model:
+there `auto` means `default` (one device) and the replicating strategies are refused before any
+work (`check_strategy_backend`).
+
 `WORKBENCH_CPU_DEVICES=N` splits the CPU into N logical devices before TensorFlow starts, so
 mirrored training can be exercised on a machine with no GPU.
 """
@@ -70,14 +74,29 @@ def is_chief_worker():
     return task.get("type") == "worker" and int(task.get("index", 0)) == 0
 
 
+# Strategies that place and replicate the model with tf.distribute: TensorFlow backend only.
+TENSORFLOW_STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
+
+
+def check_strategy_backend(name: str, backend: str):
+    """A `tf.distribute` strategy asked of a model on another Keras backend is bad input."""
+    if backend != "tensorflow" and name in TENSORFLOW_STRATEGIES:
+        raise WorkbenchError(
+            f"strategy '{name}' is a tf.distribute strategy and needs the TensorFlow backend, "
+            f"but KERAS_BACKEND is '{backend}'; use --strategy default (or auto) on {backend}, "
+            "or run with KERAS_BACKEND=tensorflow")
+
+
 def resolve_strategy(name: str):
+    import keras
     import tensorflow as tf
 
     # Physical, not logical: listing logical devices starts the runtime, after which a
     # multi-worker strategy can no longer configure its collective ops.
     gpus = tf.config.list_physical_devices("GPU")
     if name == "auto":
-        name = "mirrored" if len(gpus) > 1 else "default"
+        several = len(gpus) > 1 and keras.backend.backend() == "tensorflow"
+        name = "mirrored" if several else "default"
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":

@@ -266,6 +266,9 @@ def main(argv=None):
         if not args.recipe:
             raise WorkbenchError("name a recipe to run, or use --list to see them")
         recipe = prepare_recipe(args)
+        from workbench.stages import check_backend
+
+        check_backend(recipe, recipe.stages, recipe.strategy)
         ctx = make_context(recipe, args)
         if not args.quiet:
             print(f"workbench: recipe '{recipe.name}' -> {ctx.run_dir.path}", flush=True)

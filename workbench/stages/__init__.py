@@ -40,6 +40,10 @@ MAKES_MODEL = {"train"}
 NEEDS_MODEL = {"evaluate", "export", "prune", "quantize", "cluster", "distill", "generate"}
 MAKES_TFLITE = {"export", "prune", "quantize", "cluster", "distill"}
 
+# Stages that need the TensorFlow backend: TFLite conversion (every stage that writes a
+# .tflite file), LiteRT verification of one, and TF-MOT (prune, cluster, QAT).
+NEEDS_TENSORFLOW = MAKES_TFLITE | {"verify"}
+
 
 def check_stage_order(stages, has_model):
     """A stage whose prerequisite no earlier stage provides is bad input, found before any work."""
@@ -58,4 +62,28 @@ def check_stage_order(stages, has_model):
         tflite = tflite or stage in MAKES_TFLITE
 
 
-__all__ = ["PREFLIGHT", "STAGES", "check_stage_order"]
+def check_backend(recipe, stages, strategy, backend=None):
+    """Stages and strategies that exist only on TensorFlow, asked of another Keras backend, are
+    bad input, found before any work or run directory."""
+    from workbench.distribute import check_strategy_backend
+    from workbench.errors import WorkbenchError
+
+    if backend is None:
+        import keras
+
+        backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    refused = [stage for stage in stages if stage in NEEDS_TENSORFLOW]
+    if refused:
+        named = ", ".join(f"'{stage}'" for stage in refused)
+        raise WorkbenchError(
+            f"stage{'s' if len(refused) > 1 else ''} {named} of recipe '{recipe.name}' "
+            f"need{'' if len(refused) > 1 else 's'} the TensorFlow backend (TFLite, LiteRT and "
+            f"TF-MOT are TensorFlow-only), but KERAS_BACKEND is '{backend}'; drop "
+            f"{'them' if len(refused) > 1 else 'it'} from --stages or run with "
+            "KERAS_BACKEND=tensorflow")
+    check_strategy_backend(strategy, backend)
+
+
+__all__ = ["NEEDS_TENSORFLOW", "PREFLIGHT", "STAGES", "check_backend", "check_stage_order"]
