@@ -112,6 +112,22 @@ def compile_model(ctx, recipe, steps_per_epoch):
     return model
 
 
+def build_before_fit(model, dataset):
+    """Create the model's, metrics' and optimizer's variables eagerly, from one batch's shapes.
+
+    Keras does this itself under a distribution strategy; on the default strategy it defers it to
+    the first trace of the train function, where every variable is created as a lifted
+    initializer and TensorFlow traces the step twice (about half the first step's time for a
+    keras.applications backbone). Keras' own symbolic build is used where it exists."""
+    if keras.backend.backend() != "tensorflow" or getattr(model, "_distribute_strategy", None):
+        return
+    symbolic_build = getattr(model, "_symbolic_build", None)
+    if symbolic_build is not None:
+        symbolic_build(data_batch=next(iter(dataset)))
+    elif model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
 def batch_phases(recipe, global_batch):
     """`(first_epoch, end_epoch, batch_size)` per `fit` call: one phase, or one per batch size
     when `recipe.batch_growth` grows the batch (workbench.callbacks.BatchSizeSchedule)."""
@@ -147,6 +163,8 @@ def fit(ctx, extra_callbacks=(), backup=False):
         callbacks.insert(0, keras.callbacks.CSVLogger(str(ctx.run_dir / "history.csv"),
                                                       append=True))
     mark_async_safe(callbacks)
+    with ctx.strategy.scope():
+        build_before_fit(model, data.batches("train", phases[0][2]))
     history = keras.callbacks.History()
     history.history, history.epoch = {}, []
     for start, end, batch in phases:
