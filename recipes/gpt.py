@@ -38,5 +38,5 @@ RECIPE = Recipe(
     stages=("train", "evaluate", "generate", "export", "verify"),
     fast={"lm.steps": 60, "lm.warmup_steps": 10, "lm.eval_interval": 30, "lm.eval_windows": 48,
           "lm.max_eval_windows": 512, "generate.max_tokens": 48, "generate.prompts": (),
-          "verify.max_examples": 64},
+          "verify.max_examples": 64, "lm_compress.eval_windows": 128},
 )

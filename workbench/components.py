@@ -211,6 +211,22 @@ def load_model(path):
     return keras.models.load_model(path, safe_mode=True)
 
 
+def build_before_fit(model, dataset):
+    """Create the model's, metrics' and optimizer's variables eagerly, from one batch's shapes.
+
+    Keras does this itself under a distribution strategy; on the default strategy it defers it to
+    the first trace of the train function, where every variable is created as a lifted
+    initializer and TensorFlow traces the step twice (about half the first step's time for a
+    keras.applications backbone). Keras' own symbolic build is used where it exists."""
+    if keras.backend.backend() != "tensorflow" or getattr(model, "_distribute_strategy", None):
+        return
+    symbolic_build = getattr(model, "_symbolic_build", None)
+    if symbolic_build is not None:
+        symbolic_build(data_batch=next(iter(dataset)))
+    elif model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
 def apply_regularizer(model, name, config):
     """Put a fresh regularizer (by name) on the kernel of every layer that has one (Dense, Conv,
     ...), after the model is built: Keras adds each variable's penalty to the training loss, and

@@ -30,7 +30,8 @@ from workbench.settings import (
     ExportSettings, VerifySettings, LRFindSettings, BatchGrowthSettings, SearchSettings,
     PruneSettings, QuantizeSettings, ClusterSettings, DistillSettings)
 from workbench.lm.settings import (
-    SAMPLERS, TOKENIZERS, GenerateSettings, LanguageModelSettings)
+    SAMPLERS, TOKENIZERS, GenerateSettings, LanguageModelCompressSettings,
+    LanguageModelSettings)
 
 @dataclass
 class Recipe:
@@ -65,6 +66,8 @@ class Recipe:
         lm: the language_model task's corpus, tokenizer, context and step-based training
             (workbench.lm.settings.LanguageModelSettings).
         generate: the `generate` stage's prompts and sampler (GenerateSettings).
+        lm_compress: how language models are quantized, distilled, exported and verified
+            (workbench.lm.settings.LanguageModelCompressSettings).
         fast: overrides applied by `--fast` for a seconds-long smoke run.
         student: builder of a smaller model for the `distill` stage (same signature as `model`).
         strategy: `tf.distribute` strategy: auto, default, one_device, mirrored, multi_worker, tpu.
@@ -112,6 +115,8 @@ class Recipe:
     distill: DistillSettings = field(default_factory=DistillSettings)
     lm: LanguageModelSettings = field(default_factory=LanguageModelSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
+    lm_compress: LanguageModelCompressSettings = field(
+        default_factory=LanguageModelCompressSettings)
     stages: tuple[str, ...] = ("train", "evaluate", "export", "verify")
     fast: dict = field(default_factory=lambda: {"epochs": 2})
 
@@ -180,7 +185,8 @@ class Recipe:
                 value = self.data_options[fraction]
                 checks.append((isinstance(value, (int, float)) and 0 < value < 1,
                                f"data_options.{fraction} must be in (0, 1), got {value!r}"))
-        checks += [(False, message) for message in self.lm.problems() + self.generate.problems()]
+        checks += [(False, message) for message in self.lm.problems() + self.generate.problems()
+                   + self.lm_compress.problems()]
         for ok, message in checks:
             if not ok:
                 raise WorkbenchError(message)

@@ -26,8 +26,9 @@ import warnings
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.lm.settings import LM_QUANTIZE_MODES
 
-QUANTIZE_MODES = ("int8", "int4", "gptq", "awq")
+QUANTIZE_MODES = LM_QUANTIZE_MODES
 DEFAULT_PROMPTS = ("def main(", "import os\n", "class Base:\n    def __init__(self")
 
 

@@ -5,56 +5,21 @@
 Every stage measures on the same validation windows (`eval_windows` evenly spaced windows of the
 validation split, `workbench.lm.corpus.window_starts`) and greedy continuations of the same
 prompts (the `generate` settings' prompts), so their numbers compare directly. Settings:
-`LanguageModelCompressSettings` (`recipe.lm_compress` where the recipe has that section).
+`recipe.lm_compress` (`workbench.lm.settings.LanguageModelCompressSettings`, `--set
+lm_compress.KEY=...`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.lm.compress import DEFAULT_PROMPTS, QUANTIZE_MODES
-
-
-@dataclass
-class LanguageModelCompressSettings:
-    """How language models are quantized, distilled, exported and verified.
-
-    Args:
-        quantize_modes: Keras `model.quantize` modes compared by `quantize` (int8, int4, gptq,
-            awq).
-        group_size: input channels sharing a scale in the 4-bit modes (-1: per channel).
-        calibration_windows: training windows GPTQ and AWQ calibrate on.
-        eval_windows: validation windows every stage measures on.
-        generate_tokens: greedy tokens per prompt (generation speed; LiteRT parity).
-        export_formats: LiteRT formats `export` writes (float32, dynamic).
-        export_quantized: also offer each Keras-quantized model to the LiteRT converter.
-        student_layers, student_width, student_heads: the distilled GPT (0: half the
-            teacher's depth and width, its heads); a recipe's `student` builder wins.
-        distill_steps, distill_learning_rate, distill_temperature, distill_alpha: distillation
-            (`alpha` weighs the true next token against the teacher's distribution).
-    """
-
-    quantize_modes: tuple[str, ...] = QUANTIZE_MODES
-    group_size: int = 128
-    calibration_windows: int = 128
-    eval_windows: int = 1024
-    generate_tokens: int = 32
-    export_formats: tuple[str, ...] = ("float32", "dynamic")
-    export_quantized: bool = True
-    student_layers: int = 0
-    student_width: int = 0
-    student_heads: int = 0
-    distill_steps: int = 500
-    distill_learning_rate: float = 2e-3
-    distill_temperature: float = 1.0
-    distill_alpha: float = 0.5
+from workbench.lm.compress import DEFAULT_PROMPTS
+from workbench.lm.settings import LanguageModelCompressSettings  # noqa: F401 (its home before)
 
 
 def compress_settings(recipe):
-    return getattr(recipe, "lm_compress", None) or LanguageModelCompressSettings()
+    return recipe.lm_compress
 
 
 def _corpus(ctx, stage):

@@ -8,6 +8,8 @@ from typing import Optional
 
 TOKENIZERS = ("byte", "bpe")
 SAMPLERS = ("greedy", "top_k", "top_p", "random")
+# Keras `model.quantize` modes compared for language models (workbench.lm.compress).
+LM_QUANTIZE_MODES = ("int8", "int4", "gptq", "awq")
 
 
 @dataclass
@@ -108,3 +110,50 @@ class GenerateSettings:
             (self.temperature > 0, f"generate.temperature must be positive, got {self.temperature}"),
         ]
         return [message for ok, message in checks if not ok]
+
+
+@dataclass
+class LanguageModelCompressSettings:
+    """How language models are quantized, distilled, exported and verified.
+
+    Args:
+        quantize_modes: Keras `model.quantize` modes compared by `quantize` (int8, int4, gptq,
+            awq).
+        group_size: input channels sharing a scale in the 4-bit modes (-1: per channel).
+        calibration_windows: training windows GPTQ and AWQ calibrate on.
+        eval_windows: validation windows every stage measures on.
+        generate_tokens: greedy tokens per prompt (generation speed; LiteRT parity).
+        export_formats: LiteRT formats `export` writes (float32, dynamic).
+        export_quantized: also offer each Keras-quantized model to the LiteRT converter.
+        student_layers, student_width, student_heads: the distilled GPT (0: half the
+            teacher's depth and width, its heads); a recipe's `student` builder wins.
+        distill_steps, distill_learning_rate, distill_temperature, distill_alpha: distillation
+            (`alpha` weighs the true next token against the teacher's distribution).
+    """
+
+    quantize_modes: tuple[str, ...] = LM_QUANTIZE_MODES
+    group_size: int = 128
+    calibration_windows: int = 128
+    eval_windows: int = 1024
+    generate_tokens: int = 32
+    export_formats: tuple[str, ...] = ("float32", "dynamic")
+    export_quantized: bool = True
+    student_layers: int = 0
+    student_width: int = 0
+    student_heads: int = 0
+    distill_steps: int = 500
+    distill_learning_rate: float = 2e-3
+    distill_temperature: float = 1.0
+    distill_alpha: float = 0.5
+
+    def problems(self):
+        """What is wrong with these settings, as one-line messages (empty when nothing is)."""
+        found = [f"unknown lm_compress.quantize_modes entry '{mode}' (valid: "
+                 f"{', '.join(LM_QUANTIZE_MODES)})"
+                 for mode in self.quantize_modes if mode not in LM_QUANTIZE_MODES]
+        found += [f"unknown lm_compress.export_formats entry '{fmt}' (valid: float32, dynamic)"
+                  for fmt in self.export_formats if fmt not in ("float32", "dynamic")]
+        for key in ("calibration_windows", "eval_windows", "generate_tokens", "distill_steps"):
+            if int(getattr(self, key)) < 1:
+                found.append(f"lm_compress.{key} must be at least 1, got {getattr(self, key)}")
+        return found

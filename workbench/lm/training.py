@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from workbench.components import build_before_fit
 from workbench.errors import WorkbenchError
 from workbench.lm.corpus import random_batches, window_starts, windows_dataset
 
@@ -224,7 +225,7 @@ def train_language_model(model, corpus_train, corpus_val, recipe, settings, *, s
 
     checkpointing = run_dir is not None and (settings.checkpoint_steps or
                                              settings.checkpoint_seconds)
-    first_execution = True
+    first_execution = first_segment = True
     last_good = None
     stop_reason = None
     started = time.perf_counter()
@@ -238,6 +239,10 @@ def train_language_model(model, corpus_train, corpus_val, recipe, settings, *, s
         first_execution = False
         batches = random_batches(corpus_train, settings.context, micro_batch, recipe.seed,
                                  first_step=state.micro_step)
+        if first_segment:
+            with (strategy.scope() if strategy is not None else contextlib.nullcontext()):
+                build_before_fit(model, batches)
+        first_segment = False
         segment_started = time.perf_counter()
         with _xla_allowed(recipe.jit_compile), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*shuffle=True.*")

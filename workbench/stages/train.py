@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from workbench import components
+from workbench.components import build_before_fit
 from workbench.callbacks import BatchSizeSchedule
 from workbench.context import keras_verbosity
 from workbench.distribute import scaled_learning_rate
@@ -110,22 +111,6 @@ def compile_model(ctx, recipe, steps_per_epoch):
         model.compile(optimizer=components.optimizer_for(recipe, steps_per_epoch),
                       jit_compile=recipe.jit_compile, **compile_args(recipe))
     return model
-
-
-def build_before_fit(model, dataset):
-    """Create the model's, metrics' and optimizer's variables eagerly, from one batch's shapes.
-
-    Keras does this itself under a distribution strategy; on the default strategy it defers it to
-    the first trace of the train function, where every variable is created as a lifted
-    initializer and TensorFlow traces the step twice (about half the first step's time for a
-    keras.applications backbone). Keras' own symbolic build is used where it exists."""
-    if keras.backend.backend() != "tensorflow" or getattr(model, "_distribute_strategy", None):
-        return
-    symbolic_build = getattr(model, "_symbolic_build", None)
-    if symbolic_build is not None:
-        symbolic_build(data_batch=next(iter(dataset)))
-    elif model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
 
 
 def batch_phases(recipe, global_batch):
