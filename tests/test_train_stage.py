@@ -69,3 +69,51 @@ def test_a_diverging_run_stops_with_a_reason_and_keeps_good_weights(cli, tmp_pat
     assert "restored" in report["stages"]["train"]["stop_reason"]
     # The kept weights are finite: evaluation gives a real loss, not NaN.
     assert math.isfinite(report["stages"]["evaluate"]["test_loss"])
+
+
+def _event_tags(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return set(events.Tags()["tensors"])
+
+
+@pytest.mark.parametrize("update_freq", ["epoch", 1])
+def test_epoch_tensorboard_writes_batch_summaries_only_when_asked(tmp_path, update_freq):
+    """The train stage's TensorBoard skips Keras' per-batch summary calls at update_freq="epoch"
+    (they have no writer there), and keeps them when per-batch summaries are asked for."""
+    import keras
+    import numpy as np
+
+    from workbench.stages.train import EpochTensorBoard
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    import tensorflow as tf
+
+    batch_calls = []
+
+    class CountingSummary:
+        """tf.summary, counting the per-batch scalar calls (Keras' TensorBoard makes them
+        whether or not a writer is active)."""
+
+        def __getattr__(self, name):
+            return getattr(tf.summary, name)
+
+        def scalar(self, name, *args, **kwargs):
+            if name.startswith("batch_"):
+                batch_calls.append(name)
+            return tf.summary.scalar(name, *args, **kwargs)
+
+    board = EpochTensorBoard(log_dir=str(tmp_path), write_graph=False, profile_batch=0,
+                             update_freq=update_freq)
+    board._summary_module = CountingSummary()
+    model.fit(np.ones((32, 3)), np.ones((32, 1)), batch_size=8, epochs=2, verbose=0,
+              callbacks=[board])
+    tags = _event_tags(tmp_path / "train")
+    assert "epoch_loss" in tags
+    if update_freq == "epoch":
+        assert batch_calls == [] and "batch_loss" not in tags
+    else:
+        assert len(batch_calls) == 8 and "batch_loss" in tags  # 2 epochs x 4 batches
