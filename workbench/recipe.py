@@ -366,6 +366,28 @@ def available_recipes():
     return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
 
+def bundled_description(name: str) -> str:
+    """The first line of a bundled recipe's `description`, read from its source without importing
+    it (importing a recipe imports Keras, TensorFlow and whatever its model needs); the module
+    docstring's first line when the description is not a literal string."""
+    import ast
+
+    path = Path(_recipes_package().__path__[0]) / f"{name}.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Recipe":
+            for keyword in node.keywords:
+                if keyword.arg == "description":
+                    try:
+                        value = ast.literal_eval(keyword.value)
+                    except ValueError:
+                        break
+                    lines = str(value).strip().splitlines()
+                    return lines[0] if lines else ""
+    lines = (ast.get_docstring(tree) or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def _module_from_file(path: Path):
     module_name = f"workbench_recipe_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)

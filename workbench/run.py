@@ -73,13 +73,15 @@ def configure_environment(debug):
 
 
 def list_recipes():
-    from workbench.recipe import available_recipes, load_recipe
+    """Names and descriptions, read from the recipe files without importing them (so without
+    starting TensorFlow)."""
+    from workbench.recipe import available_recipes, bundled_description
 
     for name in available_recipes():
         try:
-            description = load_recipe(name).description.strip().splitlines()[0]
-        except (WorkbenchError, IndexError) as error:
-            description = str(error) if isinstance(error, WorkbenchError) else ""
+            description = bundled_description(name)
+        except (OSError, SyntaxError) as error:
+            description = f"(unreadable: {error})"
         print(f"{name:24s} {description}")
 
 
@@ -257,12 +259,12 @@ def main(argv=None):
     except WorkbenchError as error:
         print(f"workbench: error: {error}", file=sys.stderr)
         return 2
+    if args.list:
+        list_recipes()
+        return 0
     configure_environment(args.debug)
     ctx = None
     try:
-        if args.list:
-            list_recipes()
-            return 0
         if not args.recipe:
             raise WorkbenchError("name a recipe to run, or use --list to see them")
         recipe = prepare_recipe(args)
