@@ -2,13 +2,16 @@
 process and prints, per case, the exit code and what went to stdout and stderr, as JSON.
 
 Starting TensorFlow once for the whole list keeps the many bad-input cases cheap; each case is
-still the CLI's real entry point, output and exit code."""
+still the CLI's real entry point, output and exit code. Tests call it through
+`conftest.run_cli_cases`. An exception that escapes `main` is recorded as Python would report it
+(its traceback on stderr, exit code 1) and the next case runs."""
 
 import contextlib
 import io
 import json
 import os
 import sys
+import traceback
 
 
 def main():
@@ -24,6 +27,9 @@ def main():
                 code = cli_main(argv)
             except SystemExit as exit_:
                 code = exit_.code
+            except Exception:
+                traceback.print_exc()
+                code = 1
         results.append({"argv": argv, "code": code, "stdout": out.getvalue(),
                         "stderr": err.getvalue()})
     print("RESULTS " + json.dumps(results))

@@ -1,15 +1,11 @@
 """Bad data and bad settings are bad input: exit code 2, one line naming what is wrong, no
 traceback, and nothing written — before any work starts."""
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 import datagen
-from conftest import REPO, cli_env, run_cli
+from conftest import REPO, run_cli, run_cli_cases
 
 TINY = str(REPO / "tests" / "fixtures" / "tiny_recipe.py")
 
@@ -104,13 +100,7 @@ def test_every_bad_input_exits_2_with_one_line_and_writes_nothing(bad_inputs, tm
     argvs = {name: _argv(args, tmp_path / name) for name, (args, _) in cases.items()}
     workdir = tmp_path / "cwd"
     workdir.mkdir()
-    driver = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "bad_input_driver.py")], cwd=REPO, env=cli_env(),
-        input=json.dumps([[argv, str(workdir)] for argv in argvs.values()]),
-        capture_output=True, text=True, timeout=600)
-    assert driver.returncode == 0, driver.stderr[-3000:]
-    line = next(l for l in driver.stdout.splitlines() if l.startswith("RESULTS "))
-    results = dict(zip(argvs, json.loads(line[len("RESULTS "):])))
+    results = dict(zip(argvs, run_cli_cases(list(argvs.values()), cwd=workdir)))
     problems = []
     for name, result in results.items():
         message = result["stderr"].strip()
@@ -125,7 +115,9 @@ def test_every_bad_input_exits_2_with_one_line_and_writes_nothing(bad_inputs, tm
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("name", ["nan_inputs", "corrupt_image", "recipe_syntax_error"])
+@pytest.mark.parametrize("name", [
+    "nan_inputs", pytest.param("corrupt_image", marks=pytest.mark.slow),
+    pytest.param("recipe_syntax_error", marks=pytest.mark.slow)])
 def test_a_bad_input_in_its_own_process(bad_inputs, tmp_path, name):
     _, cases = bad_inputs
     args, words = cases[name]

@@ -79,7 +79,51 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) or "none" for a, _ in BAD_INPUTS])
+# Checked in one process below (TensorFlow starts once); each also runs in its own interpreter
+# under `-m slow`, and this one in the default run as well.
+REAL_PROCESS_CASE = "digits --set epochs=0"
+BAD_INPUT_IDS = [" ".join(a) or "none" for a, _ in BAD_INPUTS]
+
+
+def _refusal_problems(code, stdout, stderr, message, cwd):
+    """What is wrong with how a bad input was refused (empty when refused as promised)."""
+    lines = stderr.strip().splitlines()
+    problems = []
+    if code != 2:
+        problems.append(f"exit {code}: {(stdout + stderr)[-300:]!r}")
+    if len(lines) != 1:
+        problems.append(f"{len(lines)} stderr lines: {stderr[-300:]!r}")
+    elif not (lines[0].startswith("workbench: error: ") and message in lines[0]):
+        problems.append(f"stderr {lines[0]!r} lacks {message!r}")
+    if "Traceback" in stderr:
+        problems.append("a traceback on stderr")
+    if (cwd / "saved_models").exists():
+        problems.append("bad input must write nothing, but saved_models/ was written")
+    return problems
+
+
+def test_every_bad_input_is_one_clear_line_and_exit_code_2(tmp_path):
+    from conftest import run_cli_cases
+
+    norecipe = tmp_path / "norecipe.py"
+    norecipe.write_text("VALUE = 1\n")
+    cases = {name: (args, message) for name, (args, message) in zip(BAD_INPUT_IDS, BAD_INPUTS)}
+    cases["recipe file without RECIPE"] = ([str(norecipe)], "defines no RECIPE")
+    cwds = {name: tmp_path / f"case{index}" for index, name in enumerate(cases)}
+    for cwd in cwds.values():
+        cwd.mkdir()
+    results = run_cli_cases([(args, cwds[name]) for name, (args, _) in cases.items()])
+    problems = [f"{name}: {problem}"
+                for (name, (_, message)), result in zip(cases.items(), results)
+                for problem in _refusal_problems(result["code"], result["stdout"],
+                                                 result["stderr"], message, cwds[name])]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("args,message", [
+    pytest.param(args, message, id=name,
+                 marks=() if name == REAL_PROCESS_CASE else pytest.mark.slow)
+    for name, (args, message) in zip(BAD_INPUT_IDS, BAD_INPUTS)])
 def test_bad_input_is_one_clear_line_and_exit_code_2(cli, tmp_path, args, message):
     result = cli(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -90,6 +134,7 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(cli, tmp_path, args, messag
     assert not (tmp_path / "saved_models").exists(), "bad input must write nothing"
 
 
+@pytest.mark.slow
 def test_recipe_file_without_recipe_is_refused(cli, tmp_path):
     path = tmp_path / "norecipe.py"
     path.write_text("VALUE = 1\n")
@@ -98,6 +143,7 @@ def test_recipe_file_without_recipe_is_refused(cli, tmp_path):
     assert "defines no RECIPE" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_earlier_outputs_are_never_touched(cli, fast_run, tmp_path):
     out, _ = fast_run
     before = _digest(out)
@@ -129,6 +175,7 @@ def test_recipe_file_whose_builder_takes_data_info(cli, tmp_path):
     assert report["stages"]["evaluate"]["test_accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_a_saved_model_with_workbench_objects_reloads_in_a_new_process(cli, tmp_path):
     first = tmp_path / "first"
     trained = cli("digits", "--stages", "train", "--epochs", "1", "--quiet",

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_cases
 from workbench import deploy
 from workbench.compression.clustering import cluster
 from workbench.compression.distillation import distill
@@ -298,6 +298,7 @@ def test_stages_compose_in_a_run(tmp_path):
     assert not list(tmp_path.glob(".partial-*"))
 
 
+@pytest.mark.slow
 def test_cli_digits_compress_fast_run(tmp_path):
     out = tmp_path / "run"
     result = run_cli("digits_compress", "--fast", "--quiet", "--out", out)
@@ -317,6 +318,18 @@ def test_cli_digits_compress_fast_run(tmp_path):
 
 
 def test_cli_bad_sparsity_exits_2_and_writes_nothing(tmp_path):
+    """Through the bad-input driver (`run_cli_cases`), where more compression bad-input cases
+    can share its one TensorFlow start; `-m slow` runs it in its own interpreter too."""
+    out = tmp_path / "run"
+    [result] = run_cli_cases(
+        [["digits_compress", "--set", "prune.target_sparsity=1.5", "--out", out]], cwd=tmp_path)
+    assert result["code"] == 2, result["stdout"] + result["stderr"]
+    assert "prune.target_sparsity must be in [0, 1)" in result["stderr"]
+    assert not out.exists() and not (tmp_path / "saved_models").exists()
+
+
+@pytest.mark.slow
+def test_cli_bad_sparsity_in_its_own_process(tmp_path):
     out = tmp_path / "run"
     result = run_cli("digits_compress", "--set", "prune.target_sparsity=1.5", "--out", out)
     assert result.returncode == 2

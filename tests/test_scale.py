@@ -13,6 +13,7 @@ def _report(out):
     return json.loads((out / "report.json").read_text())
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_single_device(tmp_path):
     args = ["digits", "--stages", "train,evaluate", "--epochs", "6", "--quiet",
             "--set", "early_stopping.enabled=false"]
@@ -95,6 +96,7 @@ def test_training_killed_mid_run_resumes_from_its_last_epoch(tmp_path):
     assert len(_report(out)["history"]["loss"]) == 12
 
 
+@pytest.mark.slow
 def test_resume_after_training_finished_reuses_the_model(tmp_path):
     out = tmp_path / "run"
     first = run_cli("digits", "--fast", "--stages", "train,evaluate", "--out", out)
@@ -115,7 +117,43 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("args,message", BAD, ids=[b[1].split("'")[0].strip() for b in BAD])
+BAD_IDS = [b[1].split("'")[0].strip() for b in BAD]
+EMPTY_SEARCH_RECIPE = (
+    "import keras\nfrom workbench import Recipe\n"
+    "def build(hp):\n"
+    "    return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),\n"
+    "                             keras.layers.Dense(10, activation='softmax')])\n"
+    "RECIPE = Recipe(name='fixed', model=build)\n")
+
+
+def test_every_bad_scale_input_is_one_line_and_exit_code_2(tmp_path):
+    """The cases below, each also run in its own interpreter under `-m slow`, in one process
+    (TensorFlow starts once). None sets an environment variable (the multi_worker case needs
+    TF_CONFIG absent, as it is here), so they can share it."""
+    from conftest import run_cli_cases
+
+    recipe = tmp_path / "fixed.py"
+    recipe.write_text(EMPTY_SEARCH_RECIPE)
+    cases = {name: (["digits", *args], message) for name, (args, message) in zip(BAD_IDS, BAD)}
+    cases["empty search space"] = ([str(recipe), "--stages", "search,train"],
+                                   "the search space is empty")
+    cwds = {name: tmp_path / f"case{index}" for index, name in enumerate(cases)}
+    for cwd in cwds.values():
+        cwd.mkdir()
+    results = run_cli_cases([(argv, cwds[name]) for name, (argv, _) in cases.items()])
+    problems = []
+    for (name, (_, message)), result in zip(cases.items(), results):
+        lines = result["stderr"].strip().splitlines()
+        if result["code"] != 2 or len(lines) != 1 or message not in lines[0]:
+            problems.append(f"{name}: exit {result['code']}, "
+                            f"output {(result['stdout'] + result['stderr'])[-300:]!r}")
+        if (cwds[name] / "saved_models").exists():
+            problems.append(f"{name}: wrote {cwds[name] / 'saved_models'}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,message", BAD, ids=BAD_IDS)
 def test_bad_scale_input_is_one_line_and_exit_code_2(cli, tmp_path, args, message):
     result = cli("digits", *args, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -124,14 +162,10 @@ def test_bad_scale_input_is_one_line_and_exit_code_2(cli, tmp_path, args, messag
     assert not (tmp_path / "saved_models").exists()
 
 
+@pytest.mark.slow
 def test_empty_search_space_is_refused(cli, tmp_path):
     path = tmp_path / "fixed.py"
-    path.write_text(
-        "import keras\nfrom workbench import Recipe\n"
-        "def build(hp):\n"
-        "    return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),\n"
-        "                             keras.layers.Dense(10, activation='softmax')])\n"
-        "RECIPE = Recipe(name='fixed', model=build)\n")
+    path.write_text(EMPTY_SEARCH_RECIPE)
     result = cli(str(path), "--stages", "search,train", cwd=tmp_path)
     assert result.returncode == 2
     assert "the search space is empty" in result.stderr
