@@ -410,6 +410,7 @@ def test_copy_weights_brings_changed_weights_home():
         copy_weights(twin, dense_stack())
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_round_trip():
     model = keras.applications.MobileNetV2(
         input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10, classifier_activation=None
@@ -417,6 +418,7 @@ def test_mobilenet_v2_round_trip():
     _assert_round_trip(model, _rand(2, 32, 32, 3))
 
 
+@pytest.mark.slow
 def test_efficientnet_b0_round_trip():
     """Rescaling, Normalization, swish, squeeze-and-excite Multiply with broadcasting."""
     model = keras.applications.EfficientNetB0(
@@ -619,6 +621,7 @@ def test_tf_keras_lambda_is_refused_on_the_way_back():
 # --- the environment TF-MOT runs in ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_legacy_keras_environment_leaves_keras_3_in_a_fresh_process():
     script = textwrap.dedent(
         """

@@ -34,6 +34,7 @@ def test_png_folder_trains_and_int8_verifies(tmp_path):
     assert verified["accuracy"] > 0.5  # three drawable patterns; chance is 1/3
 
 
+@pytest.mark.slow
 def test_csv_with_string_column_and_regression_target(tmp_path):
     table = datagen.csv_table(tmp_path / "prices.csv")
     report, verified = _int8_run(tmp_path, table, "--set", "data_options.target=price",
@@ -43,6 +44,7 @@ def test_csv_with_string_column_and_regression_target(tmp_path):
     assert (tmp_path / "run" / "preprocessing.keras").is_file()
 
 
+@pytest.mark.slow
 def test_text_folder(tmp_path):
     folder = datagen.text_folder(tmp_path / "topics")
     report, verified = _int8_run(tmp_path, folder, "--set", "data_options.sequence_length=16",
@@ -52,6 +54,7 @@ def test_text_folder(tmp_path):
     assert verified["accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_tfrecord_file(tmp_path):
     path = datagen.tfrecord_file(tmp_path / "blobs.tfrecord")
     report, verified = _int8_run(tmp_path, path, "--set",
@@ -61,6 +64,7 @@ def test_tfrecord_file(tmp_path):
     assert verified["accuracy"] > 0.6
 
 
+@pytest.mark.slow
 def test_module_function_source(tmp_path):
     module = datagen.function_module(tmp_path)
     report, verified = _int8_run(tmp_path, f"{module}:blobs", "--set", "epochs=10")

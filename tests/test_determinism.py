@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 
 def _test_metrics(cli, out, seed):
     result = cli("digits", "--fast", "--quiet", "--stages", "train,evaluate", "--seed", seed,
@@ -10,6 +12,7 @@ def _test_metrics(cli, out, seed):
     return json.loads((out / "report.json").read_text())["stages"]["evaluate"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_accuracy_other_seed_other_model(cli, tmp_path):
     first = _test_metrics(cli, tmp_path / "a", 3)
     second = _test_metrics(cli, tmp_path / "b", 3)

@@ -239,6 +239,7 @@ class _Crash(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_continues_exactly(tmp_path):
     reference, _, _, _ = _train(tmp_path / "a", steps=20, lm__eval_interval=20,
                                 lm__checkpoint_steps=10)
@@ -252,6 +253,7 @@ def test_resume_after_a_crash_continues_exactly(tmp_path):
         np.testing.assert_allclose(resumed, uninterrupted, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
     model, state, _, _ = _train(tmp_path, steps=5, lm__eval_interval=5, lm__accumulation=2)
     assert state.eval_steps == [5] and state.micro_step == 10

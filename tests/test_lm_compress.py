@@ -27,7 +27,8 @@ def _stored_dtypes(model, layer_name):
 
 
 @pytest.mark.parametrize("mode, max_change, min_compression", [
-    ("int8", 0.01, 2.5), pytest.param("int4", 0.05, 3.3, marks=pytest.mark.slow),
+    pytest.param("int8", 0.01, 2.5, marks=pytest.mark.slow),
+    pytest.param("int4", 0.05, 3.3, marks=pytest.mark.slow),
     pytest.param("gptq", 0.05, 2.8, marks=pytest.mark.slow)])
 def test_quantize_mode_keeps_the_loss_and_shrinks_the_weights(
         model, float_result, mode, max_change, min_compression):

@@ -24,6 +24,7 @@ TINY = ["--set", f"data={textwrap.__file__}", "--set", "lm.context=16",
         "--set", "lm.eval_windows=16", "--set", "lm.max_eval_windows=64"]
 
 
+@pytest.mark.slow
 def test_gpt_trains_evaluates_and_generates_on_jax(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli("gpt", "--fast", "--stages", "train,evaluate,generate", "--out", run_dir,

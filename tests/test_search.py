@@ -53,6 +53,7 @@ def _completed_trials(out):
     return found
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_without_repeating_finished_trials(tmp_path):
     out = tmp_path / "run"
     args = ["digits", "--stages", "search", "--set", "search.max_trials=4", "--set",
@@ -78,6 +79,7 @@ def test_an_interrupted_search_resumes_without_repeating_finished_trials(tmp_pat
     assert resumed.stdout.count("  trial ") == 4 - len(finished)
 
 
+@pytest.mark.slow
 def test_chief_and_two_workers_share_one_search_on_loopback(tmp_path):
     port = free_port()
     args = ["digits", "--stages", "search,train,evaluate", "--set", "search.max_trials=4", *TINY]

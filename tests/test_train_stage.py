@@ -23,6 +23,7 @@ def test_lr_find_stage_plots_and_hands_its_suggestion_to_train(cli, tmp_path):
     assert (out / "lr_find.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_batch_growth_trains_in_phases_with_fewer_steps(cli, tmp_path):
     out = tmp_path / "run"
     result = cli("digits", "--stages", "train", "--epochs", "4", "--quiet",
@@ -35,6 +36,7 @@ def test_batch_growth_trains_in_phases_with_fewer_steps(cli, tmp_path):
     assert train["steps"] == 2 * 79 + 2 * 20
 
 
+@pytest.mark.slow
 def test_plateau_reduction_with_a_schedule_scales_the_schedule(cli, tmp_path):
     """Keras' ReduceLROnPlateau cannot change a schedule; the workbench's scales it. With a
     `min_delta` no epoch can meet, every epoch ends with a reduction by `factor`."""
