@@ -1,8 +1,10 @@
 """Throughput of the workbench's train stage versus a plain `model.fit`, side by side.
 
-All three train the digits recipe's CNN on the same split, batch size and number of epochs:
+All train the digits recipe's CNN on the same split, batch size and number of epochs:
 - plain `model.fit` on the workbench's `tf.data` pipeline (shuffled, batched, prefetched): the
   headline comparison, same model, same input, no callbacks;
+- the same, with the variables created before `fit` as the train stage does: what the train
+  stage's callbacks alone cost;
 - plain `model.fit(x, y, validation_data=...)` on NumPy arrays, as a user writes it by hand;
 - `workbench.stages.train.fit`, with everything the train stage adds: backups for `--resume`,
   early stopping with best-weight tracking and NaN detection, learning rate on plateau,
@@ -37,6 +39,7 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipes.digits import RECIPE  # noqa: E402
+from workbench.components import build_before_fit  # noqa: E402
 from workbench.context import RunContext, RunDir  # noqa: E402
 from workbench.data.arrays import load_digits  # noqa: E402
 from workbench.recipe import apply_overrides  # noqa: E402
@@ -83,12 +86,15 @@ def plain_fit(recipe, data):
     return time.perf_counter() - start, clock.steady_seconds()
 
 
-def plain_fit_on_dataset(recipe, data):
+def plain_fit_on_dataset(recipe, data, build_first=False):
     """The same plain fit fed by the workbench's tf.data pipeline: isolates what the
-    workbench's callbacks cost from what its input pipeline saves."""
+    workbench's callbacks cost from what its input pipeline saves. With `build_first`, the
+    variables are created before `fit` as the train stage does (`build_before_fit`)."""
     model = compiled_model(recipe, data)
     train = data.batches("train", recipe.batch_size, shuffle=True, seed=recipe.seed)
     val = data.batches("val", recipe.batch_size)
+    if build_first:
+        build_before_fit(model, train)
     clock = EpochClock()
     start = time.perf_counter()
     model.fit(train, epochs=recipe.epochs, validation_data=val, verbose=0, shuffle=False,
@@ -119,8 +125,10 @@ def main():
                                       "task=multiclass"])
     data = load_digits(seed=recipe.seed)
     steps = math.ceil(data.info.sizes["train"] / recipe.batch_size) * recipe.epochs
-    contenders = {"plain fit on tf.data": plain_fit_on_dataset, "plain model.fit": plain_fit,
-                  "workbench train stage": workbench_fit}
+    contenders = {"plain fit on tf.data": plain_fit_on_dataset,
+                  "  the same, variables built first": lambda r, d: plain_fit_on_dataset(
+                      r, d, build_first=True),
+                  "plain model.fit": plain_fit, "workbench train stage": workbench_fit}
     times = {name: [] for name in contenders}
     steady = {name: [] for name in contenders}
     for repeat in range(args.repeats):
@@ -139,16 +147,21 @@ def main():
     same_input = rates["workbench train stage"] / rates["plain fit on tf.data"]
     steady_same_input = (steady_rates["workbench train stage"]
                          / steady_rates["plain fit on tf.data"])
+    built_first = "  the same, variables built first"
+    same_input_built = rates["workbench train stage"] / rates[built_first]
+    steady_built = steady_rates["workbench train stage"] / steady_rates[built_first]
     print(f"\ndigits CNN, {recipe.epochs} epochs x {steps // recipe.epochs} steps, batch "
           f"{recipe.batch_size}, median of {args.repeats} alternating runs, "
           f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})")
-    print(f"{'':28s} {'median s':>9s} {'steps/s':>9s} {'epochs 2+ s':>12s} {'steps/s':>9s}")
+    print(f"{'':36s} {'median s':>9s} {'steps/s':>9s} {'epochs 2+ s':>12s} {'steps/s':>9s}")
     for name, values in times.items():
-        print(f"{name:28s} {np.median(values):9.2f} {rates[name]:9.1f} "
+        print(f"{name:36s} {np.median(values):9.2f} {rates[name]:9.1f} "
               f"{np.median(steady[name]):12.2f} {steady_rates[name]:9.1f}")
     print(f"{'ratio workbench / plain fit on tf.data':40s} {same_input:6.3f}  (headline: same input)")
     print(f"{'  the same, epochs 2+ only':40s} {steady_same_input:6.3f}  (steady state: without "
           f"the first epoch's tracing)")
+    print(f"{'ratio workbench / plain fit, built first':40s} {same_input_built:6.3f}  (callbacks "
+          f"alone; epochs 2+: {steady_built:.3f})")
     print(f"{'ratio workbench / plain fit on NumPy':40s} {ratio:6.3f}")
 
     out = Path(args.out)
@@ -158,6 +171,8 @@ def main():
                                "ratio_same_input": same_input,
                                "steady_seconds": steady, "steady_steps_per_second": steady_rates,
                                "ratio_same_input_steady": steady_same_input,
+                               "ratio_built_first": same_input_built,
+                               "ratio_built_first_steady": steady_built,
                                "cpu_count": os.cpu_count()}, indent=2) + "\n")
 
 
