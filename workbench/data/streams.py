@@ -49,7 +49,8 @@ def scan_split(dataset, where):
         lambda x, y: (tf.nest.map_structure(lambda t: t[None], x), y[None]))
     # One streaming pass over the whole split, by design (every example is checked); each batch
     # is reduced to counts and label statistics and dropped, so memory stays one batch.
-    for x, y in batched.as_numpy_iterator():
+    for batch in batched:
+        x, y = tf.nest.map_structure(lambda tensor: tensor.numpy(), batch)
         arrays = x.values() if isinstance(x, dict) else [x]
         for array in arrays:
             bad += count_nonfinite(array)
