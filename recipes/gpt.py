@@ -9,6 +9,7 @@ weight decay 0.1 on matrices), 100 warm-up steps then cosine to 1e-4, clipping a
 
 from workbench.lm.model import build_gpt
 from workbench.recipe import Recipe
+from workbench.settings import ExportSettings
 
 
 def build_model(hp, data_info):
@@ -35,8 +36,10 @@ RECIPE = Recipe(
     learning_rate=1e-3,
     batch_size=12,
     jit_compile=True,
+    # GPTQ / AWQ calibrate on 128 training windows (the supervised default is 256 examples).
+    export=ExportSettings(representative_examples=128),
     stages=("train", "evaluate", "generate", "export", "verify"),
     fast={"lm.steps": 60, "lm.warmup_steps": 10, "lm.eval_interval": 30, "lm.eval_windows": 48,
           "lm.max_eval_windows": 512, "generate.max_tokens": 48, "generate.prompts": (),
-          "verify.max_examples": 64, "lm_compress.eval_windows": 128},
+          "verify.max_examples": 128},
 )

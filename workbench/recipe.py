@@ -30,8 +30,7 @@ from workbench.settings import (
     ExportSettings, VerifySettings, LRFindSettings, BatchGrowthSettings, SearchSettings,
     PruneSettings, QuantizeSettings, ClusterSettings, DistillSettings)
 from workbench.lm.settings import (
-    SAMPLERS, TOKENIZERS, GenerateSettings, LanguageModelCompressSettings,
-    LanguageModelSettings)
+    LM_QUANTIZE_MODES, SAMPLERS, TOKENIZERS, GenerateSettings, LanguageModelSettings)
 
 @dataclass
 class Recipe:
@@ -66,8 +65,6 @@ class Recipe:
         lm: the language_model task's corpus, tokenizer, context and step-based training
             (workbench.lm.settings.LanguageModelSettings).
         generate: the `generate` stage's prompts and sampler (GenerateSettings).
-        lm_compress: how language models are quantized, distilled, exported and verified
-            (workbench.lm.settings.LanguageModelCompressSettings).
         fast: overrides applied by `--fast` for a seconds-long smoke run.
         student: builder of a smaller model for the `distill` stage (same signature as `model`).
         strategy: `tf.distribute` strategy: auto, default, one_device, mirrored, multi_worker, tpu.
@@ -115,8 +112,6 @@ class Recipe:
     distill: DistillSettings = field(default_factory=DistillSettings)
     lm: LanguageModelSettings = field(default_factory=LanguageModelSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
-    lm_compress: LanguageModelCompressSettings = field(
-        default_factory=LanguageModelCompressSettings)
     stages: tuple[str, ...] = ("train", "evaluate", "export", "verify")
     fast: dict = field(default_factory=lambda: {"epochs": 2})
 
@@ -154,12 +149,22 @@ class Recipe:
             (self.cluster.epochs >= 1, "cluster.epochs must be at least 1"),
             (self.cluster.learning_rate_factor > 0,
              "cluster.learning_rate_factor must be positive"),
-            (0 <= self.distill.alpha <= 1, "distill.alpha must be in [0, 1]"),
-            (self.distill.temperature > 0, "distill.temperature must be positive"),
+            (self.distill.alpha is None or 0 <= self.distill.alpha <= 1,
+             "distill.alpha must be in [0, 1]"),
+            (self.distill.temperature is None or self.distill.temperature > 0,
+             "distill.temperature must be positive"),
             (self.distill.epochs >= 1, "distill.epochs must be at least 1"),
-            ("distill" not in self.stages or self.student is not None,
-             "stage 'distill' needs a student model: add `student=...` (a builder of hp, like "
-             "`model`) to the recipe, or leave 'distill' out of the stages"),
+            (self.distill.steps >= 1, "distill.steps must be at least 1"),
+            (self.distill.learning_rate is None or self.distill.learning_rate > 0,
+             "distill.learning_rate must be positive"),
+            (min(self.distill.student_layers, self.distill.student_width,
+                 self.distill.student_heads) >= 0,
+             "distill.student_layers, student_width and student_heads must be >= 0 (0: the "
+             "task's default)"),
+            (self.verify.generate_tokens >= 1, "verify.generate_tokens must be at least 1"),
+            (all(mode in LM_QUANTIZE_MODES for mode in self.quantize.keras_modes),
+             f"unknown quantize.keras_modes entry in {self.quantize.keras_modes} (valid: "
+             f"{', '.join(LM_QUANTIZE_MODES)})"),
             (self.search.max_trials >= 1, "search.max_trials must be at least 1"),
             (self.search.epochs >= 1, "search.epochs must be at least 1"),
             (self.search.executions_per_trial >= 1, "search.executions_per_trial must be >= 1"),
@@ -185,8 +190,7 @@ class Recipe:
                 value = self.data_options[fraction]
                 checks.append((isinstance(value, (int, float)) and 0 < value < 1,
                                f"data_options.{fraction} must be in (0, 1), got {value!r}"))
-        checks += [(False, message) for message in self.lm.problems() + self.generate.problems()
-                   + self.lm_compress.problems()]
+        checks += [(False, message) for message in self.lm.problems() + self.generate.problems()]
         for ok, message in checks:
             if not ok:
                 raise WorkbenchError(message)
@@ -202,7 +206,7 @@ class Recipe:
         for key, value, valid in choices:
             if value not in valid:
                 raise WorkbenchError(f"unknown {key} '{value}': {suggest(value, valid)}")
-        for fmt in self.export.formats:
+        for fmt in self.export.formats or ():
             if fmt not in KNOWN_EXPORT_FORMATS:
                 raise WorkbenchError(
                     f"unknown export format '{fmt}': {suggest(fmt, KNOWN_EXPORT_FORMATS)}")
@@ -332,6 +336,36 @@ def _set(obj, parts, raw_value, full_key, root):
                              f"use --set {name}=VALUE")
 
 
+# Settings that moved: one name per concept, whatever the task (the language model's own
+# compression section merged into the generic ones).
+RENAMED = {
+    "lm.val_fraction": "data_options.val_fraction",
+    "lm_compress.export_formats": "export.formats",
+    "lm_compress.eval_windows": "verify.max_examples",
+    "lm_compress.generate_tokens": "verify.generate_tokens",
+    "lm_compress.quantize_modes": "quantize.keras_modes",
+    "lm_compress.group_size": "quantize.group_size",
+    "lm_compress.export_quantized": "quantize.export_quantized",
+    "lm_compress.calibration_windows": "export.representative_examples",
+    "lm_compress.distill_steps": "distill.steps",
+    "lm_compress.distill_learning_rate": "distill.learning_rate",
+    "lm_compress.distill_temperature": "distill.temperature",
+    "lm_compress.distill_alpha": "distill.alpha",
+    "lm_compress.student_layers": "distill.student_layers",
+    "lm_compress.student_width": "distill.student_width",
+    "lm_compress.student_heads": "distill.student_heads",
+}
+
+
+def _check_renamed(key):
+    if key in RENAMED:
+        raise WorkbenchError(f"setting '{key}' is now '{RENAMED[key]}': use --set "
+                             f"{RENAMED[key]}=...")
+    if key.split(".")[0] == "lm_compress":
+        raise WorkbenchError(f"setting '{key}' is gone: the lm_compress section merged into "
+                             "export.*, quantize.*, distill.* and verify.*")
+
+
 def apply_overrides(recipe: Recipe, assignments) -> Recipe:
     """Return a copy of `recipe` with `key=value` assignments applied (the original is untouched)."""
     recipe = copy.deepcopy(recipe)
@@ -342,6 +376,7 @@ def apply_overrides(recipe: Recipe, assignments) -> Recipe:
         key = key.strip()
         if not key:
             raise WorkbenchError(f"--set expects key=value, got '{assignment}'")
+        _check_renamed(key)
         _set(recipe, key.split("."), raw_value, key, recipe)
     return recipe
 

@@ -76,9 +76,10 @@ def summary_rows(ctx):
     rows = []
     evaluation = ctx.results.get("evaluate", {})
     train = ctx.results.get("train", {})
-    task = ctx.data.info.task if ctx.data is not None else "multiclass"
-    metric = {"regression": "mae", "language_model": "val_loss"}.get(task, "accuracy")
-    keras_key = metric if metric.startswith("val_") else f"test_{metric}"
+    # The task family names its headline: the key in `evaluate`'s results, and in each verified
+    # export's metrics.
+    keras_key, metric = ctx.task.HEADLINE if ctx.task is not None else ("test_accuracy",
+                                                                         "accuracy")
     if evaluation or train:
         rows.append({"model": "keras", "accuracy": evaluation.get(keras_key),
                      "metric_name": metric,

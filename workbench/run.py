@@ -118,78 +118,32 @@ def prepare_recipe(args):
     return recipe
 
 
-def load_recipe_data(recipe):
-    """The recipe's data as checked pipelines: bad data is bad input, found here."""
-    if recipe.task == "language_model":
-        from workbench.lm.stages import load_language_data
-
-        return load_language_data(recipe)
-    from workbench.data import load_data
-
-    return load_data(recipe.data, seed=recipe.seed, task=recipe.task, **recipe.data_options)
-
-
-def check_model_takes_data(recipe, data):
-    """Build the recipe's model for the data and run it on two training examples: a shape the
-    model cannot take, or an output that does not fit the task, is bad input."""
-    import keras_tuner
-    import numpy as np
-
-    from workbench.stages.train import build_model
-
-    info = data.info
-    try:
-        model = build_model(recipe, keras_tuner.HyperParameters(), info)
-    except WorkbenchError:
-        raise
-    except Exception as error:  # the user's builder failed on this data
-        raise WorkbenchError(f"the recipe's model builder failed for data '{info.source}' "
-                             f"(input {info.input_shape}): {type(error).__name__}: "
-                             f"{str(error).splitlines()[0] if str(error) else ''}")
-    x, _ = next(iter(data.train.batch(2)))
-    try:
-        output = model(x, training=False)
-    except Exception as error:
-        raise WorkbenchError(
-            f"the recipe's model '{model.name}' cannot take data '{info.source}': examples "
-            f"have shape {info.input_shape}, the model expects "
-            f"{getattr(model, 'input_shape', '?')} ({type(error).__name__})")
-    width = int(np.prod(output.shape[1:])) if len(output.shape) > 1 else 1
-    if info.output_units and width != info.output_units:
-        raise WorkbenchError(
-            f"the recipe's model '{model.name}' gives {width} outputs per example, but task "
-            f"'{info.task}' on '{info.source}' needs {info.output_units}; build the last layer "
-            "with workbench.tasks.output_layer(data_info)")
-
-
 def make_context(recipe, args):
     import keras
     import tensorflow as tf
 
-    from workbench import components, distribute, tasks
+    from workbench import components, distribute
     from workbench.context import RunContext, RunDir
+    from workbench.stages import check_stage_order
+    from workbench.tasks import resolve_task
 
     task_given = recipe.task is not None
+    # The task family is resolved once; what it does not offer or read is refused before the
+    # data is loaded.
+    task = resolve_task(recipe)
+    task.check_stages(recipe, recipe.stages)
+    task.check_settings(recipe)
+    check_stage_order(recipe.stages, has_model=args.model is not None)
     distribute.configure_cpu_devices()
     strategy = distribute.resolve_strategy(recipe.strategy)
     distribute.set_precision(recipe.precision)
     keras.utils.set_random_seed(recipe.seed)
     tf.config.experimental.enable_op_determinism()
-    from workbench.stages import PREFLIGHT, check_stage_order
-
-    check_stage_order(recipe.stages, has_model=args.model is not None)
-    data = load_recipe_data(recipe)
-    recipe = dataclasses.replace(recipe, task=data.info.task)
-    tasks.check_recipe_names(recipe)
+    data = task.load_data(recipe)
+    recipe = dataclasses.replace(recipe, task=task.name)
     components.check_names(recipe, max(1, math.ceil(data.info.sizes.get("train", 1)
                                                     / recipe.batch_size)))
-    for stage in recipe.stages:
-        if stage in PREFLIGHT:
-            PREFLIGHT[stage](recipe, data.info)
-    if args.model is None and recipe.task != "language_model" and any(
-            stage in recipe.stages for stage in ("train", "search", "lr_find")):
-        check_model_takes_data(recipe, data)
-        keras.utils.set_random_seed(recipe.seed)  # the check's model drew from the same RNG
+    task.preflight(recipe, data, recipe.stages, has_model=args.model is not None)
     model = None
     if args.model is not None:
         try:
@@ -214,7 +168,7 @@ def make_context(recipe, args):
               "train/val/test examples", flush=True)
     return RunContext(recipe=recipe, run_dir=run_dir, verbose=0 if args.quiet else 1, data=data,
                       model=model, strategy=strategy, resuming=args.resume is not None,
-                      previous_report=previous_report)
+                      previous_report=previous_report, task=task)
 
 
 def run_stages(ctx):

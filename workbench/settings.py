@@ -43,18 +43,27 @@ class PlateauSettings:
 
 @dataclass
 class ExportSettings:
-    """Which TFLite variants the export stage writes, and how much data calibrates int8."""
+    """Which TFLite variants the export stage writes, and how much data calibrates quantization.
 
-    formats: tuple[str, ...] = ("float32", "int8")
+    `formats` unset takes the task's default (float32 and int8 for the supervised family, float32
+    and dynamic for language models); `representative_examples` training examples calibrate int8
+    (and a language model's GPTQ / AWQ)."""
+
+    formats: Optional[tuple[str, ...]] = None
     representative_examples: int = 256
 
 
 @dataclass
 class VerifySettings:
-    """How the exported models are checked with the LiteRT interpreter."""
+    """How the exported models are checked with the LiteRT interpreter.
+
+    `max_examples` caps the held-out examples (a language model's validation windows; unset: the
+    whole test split, or 1024 windows for a language model); `generate_tokens` greedy tokens per
+    prompt compare a language model's LiteRT file with the Keras model (and time generation)."""
 
     max_examples: Optional[int] = None
     num_threads: int = 1
+    generate_tokens: int = 32
 
 
 @dataclass
@@ -100,11 +109,18 @@ class PruneSettings:
 
 @dataclass
 class QuantizeSettings:
-    """Post-training quantization or quantization-aware training (QAT / pruning-preserving PQAT)."""
+    """Post-training quantization or quantization-aware training (QAT / pruning-preserving PQAT)
+    for the supervised family (`mode`, `epochs`, `learning_rate_factor`); for language models the
+    Keras `model.quantize` modes compared (`keras_modes`), the input channels sharing a scale in
+    the 4-bit modes (`group_size`, -1: per channel), and whether each quantized model is offered to
+    the LiteRT converter (`export_quantized`)."""
 
     mode: str = "ptq_int8"
     epochs: int = 2
     learning_rate_factor: float = 0.1
+    keras_modes: tuple[str, ...] = ("int8", "int4", "gptq", "awq")
+    group_size: int = 128
+    export_quantized: bool = True
 
 
 @dataclass
@@ -122,11 +138,23 @@ class ClusterSettings:
 
 @dataclass
 class DistillSettings:
-    """Knowledge distillation from the trained model (teacher) into the recipe's `student`."""
+    """Knowledge distillation from the trained model (teacher) into a student: the recipe's
+    `student`, or for a language model a GPT of `student_layers` x `student_width` with
+    `student_heads` (0: half the teacher's depth and width, its heads).
 
-    alpha: float = 0.1
-    temperature: float = 3.0
+    `alpha` weighs the true labels against the teacher's distribution and `temperature` softens
+    it (unset: the task's default, 0.1 and 3.0 supervised, 0.5 and 1.0 for language models).
+    The supervised family trains `epochs` epochs; a language model `steps` steps at
+    `learning_rate` (unset: 2e-3)."""
+
+    alpha: Optional[float] = None
+    temperature: Optional[float] = None
     epochs: int = 20
+    steps: int = 500
+    learning_rate: Optional[float] = None
+    student_layers: int = 0
+    student_width: int = 0
+    student_heads: int = 0
 
 
 @dataclass

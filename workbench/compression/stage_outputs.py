@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from workbench import deploy
 from workbench.data import representative_inputs as sample_training_inputs
-from workbench.tasks import compile_args
 
 
 def representative_inputs(ctx):
@@ -22,7 +21,7 @@ def representative_inputs(ctx):
 
 def test_metrics(ctx, model):
     """`model` compiled with the task's loss and metrics, evaluated on the test split."""
-    model.compile(**compile_args(ctx.recipe))
+    model.compile(**ctx.task.compile_args(ctx.recipe))
     values = model.evaluate(ctx.require_data("evaluate").batches("test", ctx.recipe.batch_size),
                             verbose=0, return_dict=True)
     return {f"test_{key}": float(value) for key, value in values.items()}
@@ -48,7 +47,7 @@ def add_export(ctx, variant, path):
 
 def export_variants(ctx, model, prefix):
     """Export `model` as `<prefix>_<format>` for every `export.formats` entry; return the names."""
-    formats = ctx.recipe.export.formats
+    formats = ctx.task.export_formats(ctx.recipe)
     representative = representative_inputs(ctx) if "int8" in formats else None
     names = []
     for fmt in formats:

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from workbench.data.checks import LabelStats, check_labels, count_nonfinite, split_assignment
-from workbench.data.core import Data, DataInfo
+from workbench.data.core import LABEL_KINDS, Data, DataInfo
 from workbench.errors import WorkbenchError, suggest
-from workbench.tasks import get_task
 
 SKLEARN_TABLES = {
     "breast_cancer": "load_breast_cancer",
@@ -54,11 +53,15 @@ def resolve_task(stats: LabelStats, task, where):
     """The recipe's task, or the one the labels imply."""
     if task is None:
         return stats.infer_task()
-    get_task(task)
-    if task == "language_model":
-        raise WorkbenchError(f"{where} is not a text corpus; task 'language_model' needs "
-                             "data=stdlib, a text file or a folder of text files")
+    check_label_kind(task, where)
     return task
+
+
+def check_label_kind(task, where):
+    """A task that labelled data cannot serve is bad input."""
+    if task not in LABEL_KINDS:
+        raise WorkbenchError(f"{where} holds labelled examples, which task '{task}' does not "
+                             f"take (labelled data serves {', '.join(LABEL_KINDS)})")
 
 
 def fingerprint_arrays(*arrays):

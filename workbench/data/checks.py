@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.tasks import TASKS
+from workbench.data.core import LABEL_KINDS
 
 MIN_EXAMPLES_PER_SPLIT = 1
 
@@ -85,7 +85,7 @@ class LabelStats:
 def check_labels(stats: LabelStats, task: str, where: str, num_classes=None):
     """Labels against the task: integer classes in range, 0/1 for binary and multi-label,
     finite targets for regression."""
-    if task not in TASKS:
+    if task not in LABEL_KINDS:
         return
     if stats.nonfinite:
         raise WorkbenchError(f"{where}: {stats.nonfinite} label value(s) are NaN or infinite")

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-TASKS = ("multiclass", "binary", "multilabel", "regression", "language_model")
+# The kinds of label a labelled source can hold (what `checks.LabelStats` infers and checks).
+LABEL_KINDS = ("multiclass", "binary", "multilabel", "regression")
+TASKS = LABEL_KINDS
 
 
 @dataclass
@@ -18,7 +20,7 @@ class DataInfo:
 
     Args:
         name: short name of the data set (for the report).
-        task: one of `TASKS`.
+        task: the run's task (for labelled data one of `LABEL_KINDS`).
         input_shape: shape of one example's input, without the batch dimension (a dict of shapes
             for inputs with several named features).
         input_dtype: dtype of the input (`"float32"`, `"int32"`, `"string"`, or a dict).
@@ -52,17 +54,6 @@ class DataInfo:
     input_range: Any = None
     target_mean: Any = None
     target_std: Any = None
-
-    @property
-    def output_units(self) -> int:
-        """Units of the model's last layer for this task."""
-        if self.task == "binary":
-            return 1
-        if self.task == "regression":
-            return self.num_targets or 1
-        if self.task == "language_model":
-            return self.vocabulary_size
-        return self.num_classes
 
 
 @dataclass

@@ -1,2 +1,4 @@
-"""Language models: the `language_model` task's corpus, GPT model, step-based training,
-evaluation and generation (`workbench.lm.stages` holds the pipeline stages)."""
+"""The language-model family: its corpus, GPT model, step-based training, evaluation,
+generation, search, compression and LiteRT export. `workbench.lm.task.LanguageModelTask` is the
+family's `Task` (registered for the task name it answers to); `pipeline` and `shipping` hold what
+it computes for each stage."""

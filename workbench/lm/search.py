@@ -1,5 +1,5 @@
-"""Hyperparameter search for language models: what a trial of the generic search stage
-(`workbench.stages.search`) does when the task is `language_model`.
+"""Hyperparameter search for language models: what a trial of the generic search stage does for
+the language-model family (`LanguageModelTask.hypermodel`).
 
 A trial trains the way the train stage does (`workbench.lm.training`), only shorter: the recipe's
 builder makes the model from the trial's `hp` (the gpt recipe declares width, layers, heads and
@@ -37,16 +37,21 @@ def trial_settings(recipe):
                                checkpoint_seconds=0.0)
 
 
-def check_language_model_search(recipe, data_info):
-    """Bad input found before any work: settings a step-trained search cannot honour, and a
-    model whose context differs from `lm.context`."""
-    import keras
-    import keras_tuner
+def search_recipe(recipe, hp):
+    """The workbench-level choices of a trial (workbench.builders.recipe_for), plus the warm-up
+    (`search.warmup_steps`)."""
+    from workbench.builders import recipe_for
 
-    from workbench.lm.training import check_context
-    from workbench.stages.search import recipe_for
-    from workbench.stages.train import build_model
+    recipe = recipe_for(recipe, hp)
+    if recipe.search.warmup_steps:
+        warmup = hp.Choice("warmup_steps", [int(w) for w in recipe.search.warmup_steps])
+        recipe = dataclasses.replace(recipe, lm=dataclasses.replace(recipe.lm,
+                                                                    warmup_steps=warmup))
+    return recipe
 
+
+def check_language_model_search(recipe):
+    """Bad input found before any work: settings a step-trained search cannot honour."""
     search = recipe.search
     if search.tuner == "hyperband":
         raise WorkbenchError(
@@ -67,25 +72,21 @@ def check_language_model_search(recipe, data_info):
             raise WorkbenchError(
                 f"{key} has {warmup} warm-up steps, but training runs lm.steps={recipe.lm.steps}; "
                 f"choose warm-ups below lm.steps")
-    hp = keras_tuner.HyperParameters()
-    check_context(build_model(recipe_for(recipe, hp), hp, data_info), recipe.lm.context)
-    keras.utils.set_random_seed(recipe.seed)  # building drew from the same RNG
 
 
 def language_model_hypermodel(ctx):
     """The KerasTuner hypermodel of `ctx`'s language-model recipe (see the module docstring)."""
     import keras_tuner
 
+    from workbench.builders import build_model
     from workbench.lm.training import (compile_language_model, effective_steps_per_execution,
                                        train_language_model)
-    from workbench.stages.search import recipe_for
-    from workbench.stages.train import build_model
 
     data = ctx.data
 
     class LanguageModelHyperModel(keras_tuner.HyperModel):
         def build(self, hp):
-            recipe = recipe_for(ctx.recipe, hp)
+            recipe = search_recipe(ctx.recipe, hp)
             settings = trial_settings(recipe)
             model = build_model(recipe, hp, data.info)
             return compile_language_model(
@@ -94,7 +95,7 @@ def language_model_hypermodel(ctx):
 
         def fit(self, hp, model, *args, callbacks=None, **kwargs):
             # `epochs` from `tuner.search` is ignored: the budget is `search.steps` steps.
-            recipe = recipe_for(ctx.recipe, hp)
+            recipe = search_recipe(ctx.recipe, hp)
             state, stop_reason = train_language_model(
                 model, data.corpus.train, data.corpus.val, recipe, trial_settings(recipe),
                 say=lambda *parts: None, extra_callbacks=callbacks or ())

@@ -1,5 +1,6 @@
-"""Settings of the `language_model` task (`--set lm.KEY=...`) and of the `generate` stage
-(`--set generate.KEY=...`)."""
+"""Settings of the language-model task (`--set lm.KEY=...`) and of the `generate` stage
+(`--set generate.KEY=...`). How language models are exported, verified, quantized and distilled
+lives in the generic sections (`export.*`, `verify.*`, `quantize.*`, `distill.*`)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ class LanguageModelSettings:
         tokenizer: `byte` (token id = byte value, vocabulary 256) or `bpe` (byte-level BPE learned
             on the training split; ids 0-255 stay the bytes, merges take the ids above).
         bpe_vocabulary_size: vocabulary of the `bpe` tokenizer (256 + merges).
-        context: tokens the model reads; training windows hold `context + 1` tokens.
-        val_fraction: the last this fraction of the corpus validates.
+        context: tokens the model reads; training windows hold `context + 1` tokens. (The last
+            `data_options.val_fraction` of the corpus validates, 0.1 unless set.)
         steps: optimizer steps.
         warmup_steps: linear warm-up from 0 to the recipe's learning rate, then cosine decay to
             `min_learning_rate` at `steps` (nanoGPT's schedule).
@@ -41,7 +42,6 @@ class LanguageModelSettings:
     tokenizer: str = "byte"
     bpe_vocabulary_size: int = 512
     context: int = 64
-    val_fraction: float = 0.1
     steps: int = 2000
     warmup_steps: int = 100
     min_learning_rate: float = 1e-4
@@ -61,7 +61,6 @@ class LanguageModelSettings:
             (256 < self.bpe_vocabulary_size <= 65536,
              f"lm.bpe_vocabulary_size must be in (256, 65536], got {self.bpe_vocabulary_size}"),
             (self.context >= 2, f"lm.context must be at least 2, got {self.context}"),
-            (0 < self.val_fraction < 1, f"lm.val_fraction must be in (0, 1), got {self.val_fraction}"),
             (self.steps >= 1, "lm.steps must be at least 1"),
             (0 <= self.warmup_steps < max(self.steps, 1) or self.warmup_steps == 0,
              f"lm.warmup_steps must be below lm.steps ({self.steps}), got {self.warmup_steps}"),
@@ -110,50 +109,3 @@ class GenerateSettings:
             (self.temperature > 0, f"generate.temperature must be positive, got {self.temperature}"),
         ]
         return [message for ok, message in checks if not ok]
-
-
-@dataclass
-class LanguageModelCompressSettings:
-    """How language models are quantized, distilled, exported and verified.
-
-    Args:
-        quantize_modes: Keras `model.quantize` modes compared by `quantize` (int8, int4, gptq,
-            awq).
-        group_size: input channels sharing a scale in the 4-bit modes (-1: per channel).
-        calibration_windows: training windows GPTQ and AWQ calibrate on.
-        eval_windows: validation windows every stage measures on.
-        generate_tokens: greedy tokens per prompt (generation speed; LiteRT parity).
-        export_formats: LiteRT formats `export` writes (float32, dynamic).
-        export_quantized: also offer each Keras-quantized model to the LiteRT converter.
-        student_layers, student_width, student_heads: the distilled GPT (0: half the
-            teacher's depth and width, its heads); a recipe's `student` builder wins.
-        distill_steps, distill_learning_rate, distill_temperature, distill_alpha: distillation
-            (`alpha` weighs the true next token against the teacher's distribution).
-    """
-
-    quantize_modes: tuple[str, ...] = LM_QUANTIZE_MODES
-    group_size: int = 128
-    calibration_windows: int = 128
-    eval_windows: int = 1024
-    generate_tokens: int = 32
-    export_formats: tuple[str, ...] = ("float32", "dynamic")
-    export_quantized: bool = True
-    student_layers: int = 0
-    student_width: int = 0
-    student_heads: int = 0
-    distill_steps: int = 500
-    distill_learning_rate: float = 2e-3
-    distill_temperature: float = 1.0
-    distill_alpha: float = 0.5
-
-    def problems(self):
-        """What is wrong with these settings, as one-line messages (empty when nothing is)."""
-        found = [f"unknown lm_compress.quantize_modes entry '{mode}' (valid: "
-                 f"{', '.join(LM_QUANTIZE_MODES)})"
-                 for mode in self.quantize_modes if mode not in LM_QUANTIZE_MODES]
-        found += [f"unknown lm_compress.export_formats entry '{fmt}' (valid: float32, dynamic)"
-                  for fmt in self.export_formats if fmt not in ("float32", "dynamic")]
-        for key in ("calibration_windows", "eval_windows", "generate_tokens", "distill_steps"):
-            if int(getattr(self, key)) < 1:
-                found.append(f"lm_compress.{key} must be at least 1, got {getattr(self, key)}")
-        return found

@@ -1,14 +1,18 @@
-"""Pipeline stages. Each is `stage(ctx: RunContext) -> RunContext`, registered here by name."""
+"""Pipeline stages. Each is `stage(ctx: RunContext) -> RunContext`, registered here by name.
+
+Stages orchestrate: they keep the books (files written atomically, `ctx.results`, `ctx.exports`,
+messages) and call the run's task family (`ctx.task`, workbench.tasks) for the computation. Which
+stages a task offers is the family's to say (`Task.STAGES`), checked before any work."""
 
 from workbench.stages.cluster import cluster
 from workbench.stages.distill import distill
 from workbench.stages.evaluate import evaluate
 from workbench.stages.export import export
-from workbench.stages.generate import check_generate, check_language_model_training, generate
+from workbench.stages.generate import generate
 from workbench.stages.lr_find import lr_find
 from workbench.stages.prune import prune
 from workbench.stages.quantize import quantize
-from workbench.stages.search import check_search_space, search
+from workbench.stages.search import search
 from workbench.stages.train import train
 from workbench.stages.verify import verify
 
@@ -24,14 +28,6 @@ STAGES = {
     "quantize": quantize,
     "cluster": cluster,
     "distill": distill,
-}
-
-# Checks that need the data but no work, run before the run directory is created, so bad input
-# writes nothing: preflight(recipe, data_info) raises WorkbenchError.
-PREFLIGHT = {
-    "search": check_search_space,
-    "generate": check_generate,
-    "train": check_language_model_training,
 }
 
 # What a stage needs from the stages before it. A model comes from train, distill's student
@@ -86,4 +82,4 @@ def check_backend(recipe, stages, strategy, backend=None):
     check_strategy_backend(strategy, backend)
 
 
-__all__ = ["NEEDS_TENSORFLOW", "PREFLIGHT", "STAGES", "check_backend", "check_stage_order"]
+__all__ = ["NEEDS_TENSORFLOW", "STAGES", "check_backend", "check_stage_order"]

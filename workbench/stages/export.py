@@ -1,27 +1,11 @@
-"""Export the model to TFLite: one `.tflite` file per format in `recipe.export.formats`."""
-
-from workbench import deploy
-from workbench.data import representative_inputs
+"""Export the run's model to TFLite: one `model_<format>.tflite` per format of the task's
+`export.formats` (the family's default when the recipe sets none)."""
 
 
 def export(ctx):
-    if ctx.data is not None and ctx.data.info.task == "language_model":
-        from workbench.lm.compress_stages import export as export_language_model
-
-        return export_language_model(ctx)
     model = ctx.require_model("export")
-    settings = ctx.recipe.export
-    representative = None
-    if "int8" in settings.formats:
-        data = ctx.require_data("export")
-        representative = representative_inputs(data, settings.representative_examples,
-                                               seed=ctx.recipe.seed)
-    for fmt in settings.formats:
-        name = f"model_{fmt}.tflite"
-        with ctx.run_dir.atomic(name) as temp:
-            deploy.export_tflite(model, temp, fmt, representative)
-        path = ctx.run_dir / name
+    for fmt, path in ctx.task.export(ctx, model).items():
         ctx.exports[fmt] = {"path": str(path), "size_bytes": path.stat().st_size}
-        ctx.say(f"  {name}: {path.stat().st_size / 1024:.1f} KiB")
+        ctx.say(f"  {path.name}: {path.stat().st_size / 1024:.1f} KiB")
     ctx.results["export"] = {fmt: dict(info) for fmt, info in ctx.exports.items()}
     return ctx

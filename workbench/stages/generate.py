@@ -1,22 +1,18 @@
-"""Continue text prompts with the run's language model (see workbench.lm.generate)."""
+"""Continue text prompts with the run's model; samples go to the report and `samples.txt`."""
 
 
 def generate(ctx):
-    from workbench.lm.stages import generate as generate_text
-
-    return generate_text(ctx)
-
-
-def check_generate(recipe, data_info):
-    """Before any work: `generate` needs the language-model task."""
-    from workbench.lm.stages import preflight
-
-    preflight(recipe, data_info)
-
-
-def check_language_model_training(recipe, data_info):
-    """Before any work: a language model's builder must read `lm.context` tokens."""
-    if data_info.task == "language_model":
-        from workbench.lm.stages import preflight
-
-        preflight(recipe, data_info)
+    ctx.require_model("generate")
+    ctx.require_data("generate")
+    samples, settings = ctx.task.generate(ctx)
+    lines = []
+    for sample in samples:
+        lines += [f"--- prompt: {sample['prompt']!r} ({settings.sampler})",
+                  sample["prompt"] + sample["continuation"], ""]
+    ctx.run_dir.write_text("samples.txt", "\n".join(lines))
+    ctx.results["generate"] = {"sampler": settings.sampler, "max_tokens": settings.max_tokens,
+                               "temperature": settings.temperature, "samples": samples}
+    for sample in samples:
+        text = (sample["prompt"] + sample["continuation"]).replace("\n", "\\n")
+        ctx.say(f"  {text[:160]}")
+    return ctx

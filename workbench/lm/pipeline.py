@@ -1,19 +1,18 @@
-"""The language-model task in the pipeline: its data, checks and the `train`, `evaluate` and
-`generate` stages (`stage(ctx) -> ctx`; the generic stages hand over when the task is
-`language_model`)."""
+"""What the language-model family computes for `train`, `evaluate` and `generate`, and how it
+loads its corpus (`LanguageModelTask` in workbench.lm.task calls these; the stages record the
+results)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from workbench.data.core import Data, DataInfo
 from workbench.errors import WorkbenchError
-from workbench.lm import model as _model  # noqa: F401  (registers GPT and DecoderBlock)
 from workbench.lm.corpus import load_corpus, window_starts, windows_dataset
+
+
+DEFAULT_VAL_FRACTION = 0.1
 
 
 @dataclass
@@ -27,8 +26,9 @@ class LanguageData(Data):
 def load_language_data(recipe) -> LanguageData:
     """The recipe's corpus as `LanguageData` (`test` is the validation split)."""
     settings = recipe.lm
-    corpus = load_corpus(recipe.data, settings.tokenizer, settings.val_fraction, settings.context,
-                         settings.bpe_vocabulary_size)
+    corpus = load_corpus(recipe.data, settings.tokenizer,
+                         recipe.data_options.get("val_fraction", DEFAULT_VAL_FRACTION),
+                         settings.context, settings.bpe_vocabulary_size)
     context = settings.context
     train_starts = window_starts(len(corpus.train), context)
     val_starts = window_starts(len(corpus.val), context)
@@ -42,28 +42,6 @@ def load_language_data(recipe) -> LanguageData:
                         test=val, info=info, corpus=corpus)
 
 
-def preflight(recipe, data_info):
-    """Bad input found before any work: a stage that needs the language-model task on other data,
-    or a model builder whose context differs from `lm.context`."""
-    if data_info.task != "language_model":
-        if "generate" in recipe.stages:
-            raise WorkbenchError(
-                f"stage 'generate' continues text with a language model, but recipe "
-                f"'{recipe.name}' has task '{data_info.task}'; use a language_model recipe "
-                "such as 'gpt'")
-        return
-    if "train" in recipe.stages:
-        import keras
-        import keras_tuner
-
-        from workbench.lm.training import check_context
-        from workbench.stages.train import build_model
-
-        model = build_model(recipe, keras_tuner.HyperParameters(), data_info)
-        check_context(model, recipe.lm.context)
-        keras.utils.set_random_seed(recipe.seed)  # building drew from the same RNG
-
-
 def _corpus_summary(data):
     corpus = data.corpus
     return {"corpus": corpus.source, "corpus_bytes": corpus.num_bytes,
@@ -72,20 +50,19 @@ def _corpus_summary(data):
             "train_tokens": int(len(corpus.train)), "val_tokens": int(len(corpus.val))}
 
 
-def train(ctx):
+def fit(ctx):
     """Build the recipe's model under the run's strategy and train it for `lm.steps` steps."""
     import keras
 
+    from workbench.builders import build_model, hyperparameters
     from workbench.lm.model import flops_per_token
     from workbench.lm.training import (
         check_context, compile_language_model, effective_steps_per_execution,
         learning_rate_schedule, learning_rates, train_language_model)
-    from workbench.stages.train import build_model, hyperparameters
+    from workbench.tasks import Trained
 
     recipe, settings = ctx.recipe, ctx.recipe.lm
     data = ctx.require_data("train")
-    if _finished_before(ctx):
-        return ctx
     replicas = ctx.strategy.num_replicas_in_sync
     # Keras 3.15's multi-step loop fails under MirroredStrategy (a while-loop placeholder without
     # a value): one step per execution there.
@@ -103,10 +80,7 @@ def train(ctx):
     state, stop_reason = train_language_model(
         model, data.corpus.train, data.corpus.val, recipe, settings, strategy=ctx.strategy,
         run_dir=ctx.run_dir, resume=ctx.resuming, say=ctx.say)
-    ctx.model = model
-    ctx.history = {"loss": state.train_loss, "val_loss": state.val_loss}
     schedule = learning_rate_schedule(recipe, settings, replicas)
-    ctx.learning_rates = learning_rates(schedule, settings.steps, settings.accumulation)
     tokens_per_second = (state.measured_tokens / state.measured_seconds
                          if state.measured_seconds else None)
     training_flops = flops_per_token(model, training=True)
@@ -132,62 +106,42 @@ def train(ctx):
     }
     if stop_reason:
         results["stop_reason"] = stop_reason
-        ctx.say(f"  stopped early: {stop_reason}")
-    with ctx.run_dir.atomic("model.keras") as temp:
-        model.save(str(temp))
-    results["model_path"] = str(ctx.run_dir / "model.keras")
-    results["model_bytes"] = (ctx.run_dir / "model.keras").stat().st_size
-    ctx.results["train"] = results
     if tokens_per_second:
         ctx.say(f"  {tokens_per_second:,.0f} training tokens/s, "
                 f"{training_flops * tokens_per_second / 1e9:.1f} GFLOP/s achieved "
                 f"({training_flops / 1e6:.2f} MFLOP/token)")
-    return ctx
+    return Trained(model=model, history={"loss": state.train_loss, "val_loss": state.val_loss},
+                   learning_rates=learning_rates(schedule, settings.steps, settings.accumulation),
+                   results=results)
 
 
-def _finished_before(ctx):
-    """On --resume, a training that had already finished is not repeated."""
-    from workbench import components
-
-    saved = ctx.run_dir / "model.keras"
-    previous = ctx.previous_report.get("stages", {}).get("train", {})
-    if not (ctx.resuming and saved.is_file() and previous.get("model_path")):
-        return False
-    ctx.model = components.load_model(saved)
-    ctx.history = ctx.previous_report.get("history", {})
-    ctx.results["train"] = {k: v for k, v in previous.items() if k != "seconds"}
-    ctx.say(f"  training had finished before the interruption; using {saved}")
-    return True
-
-
-def evaluate(ctx):
+def evaluate(ctx, model):
     """Loss, perplexity and bits per byte over the whole validation split."""
     from workbench.lm.evaluate import evaluate_split
     from workbench.lm.generate import check_language_model
     from workbench.lm.training import check_context
 
-    model = ctx.require_model("evaluate")
     data = ctx.require_data("evaluate")
     check_language_model(model, "evaluate")
     settings = ctx.recipe.lm
     check_context(model, settings.context)
     tokenizer = data.corpus.tokenizer
     token_bytes = getattr(tokenizer, "token_bytes", lambda: None)()
-    metrics = evaluate_split(model, data.corpus.val, settings.context,
-                             batch_size=settings.eval_batch_size,
-                             max_windows=settings.max_eval_windows, token_bytes=token_bytes)
-    ctx.results["evaluate"] = metrics
+    return evaluate_split(model, data.corpus.val, settings.context,
+                          batch_size=settings.eval_batch_size,
+                          max_windows=settings.max_eval_windows, token_bytes=token_bytes)
+
+
+def describe_evaluation(metrics):
     speed = metrics["tokens_per_second"]
-    ctx.say(f"  val_loss {metrics['val_loss']:.4f} nats/token  perplexity "
+    return (f"val_loss {metrics['val_loss']:.4f} nats/token  perplexity "
             f"{metrics['perplexity']:.3f}  {metrics['bits_per_byte']:.4f} bits/byte  over "
             f"{metrics['tokens']:,} tokens ({metrics['windows']:,} windows)"
             + (f"  {speed:,.0f} tokens/s" if speed else ""))
-    return ctx
 
 
 def generate(ctx):
-    """Continue `generate.prompt` and `generate.prompts`; samples go to the report and
-    `samples.txt`."""
+    """Continue `generate.prompt` and `generate.prompts`: `(samples, settings)`."""
     from workbench.lm.generate import generate_text
 
     model = ctx.require_model("generate")
@@ -204,14 +158,4 @@ def generate(ctx):
     samples = generate_text(model, tokenizer, prompts, max_tokens=settings.max_tokens,
                             sampler=settings.sampler, k=settings.k, p=settings.p,
                             temperature=settings.temperature, seed=settings.seed)
-    lines = []
-    for sample in samples:
-        lines += [f"--- prompt: {sample['prompt']!r} ({settings.sampler})",
-                  sample["prompt"] + sample["continuation"], ""]
-    ctx.run_dir.write_text("samples.txt", "\n".join(lines))
-    ctx.results["generate"] = {"sampler": settings.sampler, "max_tokens": settings.max_tokens,
-                               "temperature": settings.temperature, "samples": samples}
-    for sample in samples:
-        text = (sample["prompt"] + sample["continuation"]).replace("\n", "\\n")
-        ctx.say(f"  {text[:160]}")
-    return ctx
+    return samples, settings

@@ -1,12 +1,12 @@
-"""The compression and shipping stages for language models: `quantize`, `distill`, `prune`,
-`export` and `verify` (`stage(ctx) -> ctx`; the generic stages hand over when the task is
-`language_model`).
+"""What the language-model family computes for `quantize`, `distill`, `export` and `verify`
+(`LanguageModelTask` calls these; each returns the stage's results and the stage records them).
 
-Every stage measures on the same validation windows (`eval_windows` evenly spaced windows of the
-validation split, `workbench.lm.corpus.window_starts`) and greedy continuations of the same
-prompts (the `generate` settings' prompts), so their numbers compare directly. Settings:
-`recipe.lm_compress` (`workbench.lm.settings.LanguageModelCompressSettings`, `--set
-lm_compress.KEY=...`).
+Every step measures on the same validation windows (`verify.max_examples` evenly spaced windows of
+the validation split, 1024 unless set; `workbench.lm.corpus.window_starts`) and greedy
+continuations of the same prompts (the `generate` settings' prompts, `verify.generate_tokens`
+tokens each), so their numbers compare directly. Settings: `export.formats` (float32, dynamic),
+`export.representative_examples` (GPTQ / AWQ calibration windows), `quantize.keras_modes`,
+`quantize.group_size`, `quantize.export_quantized`, `distill.*`, `verify.*`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,18 @@ import numpy as np
 
 from workbench.errors import WorkbenchError
 from workbench.lm.compress import DEFAULT_PROMPTS
-from workbench.lm.settings import LanguageModelCompressSettings  # noqa: F401 (its home before)
+
+DEFAULT_EVAL_WINDOWS = 1024
+EXPORT_FORMATS = ("float32", "dynamic")
+DISTILL_ALPHA, DISTILL_TEMPERATURE, DISTILL_LEARNING_RATE = 0.5, 1.0, 2e-3
 
 
-def compress_settings(recipe):
-    return recipe.lm_compress
+def eval_window_count(recipe):
+    return recipe.verify.max_examples or DEFAULT_EVAL_WINDOWS
+
+
+def _or(value, default):
+    return default if value is None else value
 
 
 def _corpus(ctx, stage):
@@ -43,7 +50,7 @@ def evaluation_windows(ctx, model, stage):
     from workbench.lm.compress import context_length
 
     return _windows(_corpus(ctx, stage).val, context_length(model),
-                    compress_settings(ctx.recipe).eval_windows)
+                    eval_window_count(ctx.recipe))
 
 
 def prompt_ids(ctx):
@@ -72,10 +79,11 @@ def quantize(ctx):
 
     model = ctx.require_model("quantize")
     check_language_model(model, "quantize")
-    settings = compress_settings(ctx.recipe)
+    settings = ctx.recipe.quantize
+    calibration_count = ctx.recipe.export.representative_examples
     corpus = _corpus(ctx, "quantize")
     windows = evaluation_windows(ctx, model, "quantize")
-    calibration = _windows(corpus.train, context_length(model), settings.calibration_windows)
+    calibration = _windows(corpus.train, context_length(model), calibration_count)
 
     def offer_to_litert(mode, quantized):
         if not settings.export_quantized:
@@ -91,17 +99,16 @@ def quantize(ctx):
         return {"tflite": str(path)}
 
     rows = compare_quantization_modes(
-        model, windows, calibration, settings.quantize_modes, group_size=settings.group_size,
-        num_samples=settings.calibration_windows, prompts=prompt_ids(ctx),
-        generate_steps=settings.generate_tokens, on_model=offer_to_litert, log=ctx.say)
+        model, windows, calibration, settings.keras_modes, group_size=settings.group_size,
+        num_samples=calibration_count, prompts=prompt_ids(ctx),
+        generate_steps=ctx.recipe.verify.generate_tokens, on_model=offer_to_litert,
+        log=ctx.say)
     from workbench.lm.compress import format_quantization_table
 
     ctx.run_dir.write_text("quantization.md", format_quantization_table(rows) + "\n")
-    ctx.results["quantize"] = {
-        "eval_windows": len(windows), "calibration_windows": len(calibration),
-        "group_size": settings.group_size,
-        "modes": {row["mode"]: _public(row) for row in rows}}
-    return ctx
+    return {"eval_windows": len(windows), "calibration_windows": len(calibration),
+            "group_size": settings.group_size,
+            "modes": {row["mode"]: _public(row) for row in rows}}
 
 
 def distill(ctx):
@@ -109,25 +116,28 @@ def distill(ctx):
     from workbench.lm.compress import evaluate_language_model
     from workbench.lm.distill import default_student, distill_language_model
 
+    from workbench.builders import build_student
+
     teacher = ctx.require_model("distill")
     corpus = _corpus(ctx, "distill")
-    recipe, settings = ctx.recipe, compress_settings(ctx.recipe)
+    recipe, settings = ctx.recipe, ctx.recipe.distill
+    generate_tokens = recipe.verify.generate_tokens
     if recipe.student is not None:
-        from workbench.stages.distill import build_student
-
         student = build_student(recipe, ctx.data.info)
     else:
         student = default_student(teacher, settings.student_layers or None,
                                   settings.student_width or None,
                                   settings.student_heads or None)
+    temperature = _or(settings.temperature, DISTILL_TEMPERATURE)
+    alpha = _or(settings.alpha, DISTILL_ALPHA)
     result = distill_language_model(
-        teacher, student, corpus.train, steps=settings.distill_steps,
-        batch_size=recipe.batch_size, learning_rate=settings.distill_learning_rate,
-        temperature=settings.distill_temperature, alpha=settings.distill_alpha, seed=recipe.seed)
+        teacher, student, corpus.train, steps=settings.steps, batch_size=recipe.batch_size,
+        learning_rate=_or(settings.learning_rate, DISTILL_LEARNING_RATE),
+        temperature=temperature, alpha=alpha, seed=recipe.seed)
     windows = evaluation_windows(ctx, teacher, "distill")
     prompts = prompt_ids(ctx)
     measured = {role: _public(evaluate_language_model(model, windows, prompts,
-                                                      settings.generate_tokens))
+                                                      generate_tokens))
                 for role, model in (("teacher", teacher), ("student", result.model))}
     with ctx.run_dir.atomic("model_student.keras") as temp:
         result.model.save(str(temp))
@@ -135,59 +145,28 @@ def distill(ctx):
     teacher_params, student_params = int(teacher.count_params()), int(student.count_params())
     ctx.say(f"  student: {student_params:,} parameters (teacher {teacher_params:,}), val loss "
             f"{measured['student']['val_loss']:.4f} (teacher "
-            f"{measured['teacher']['val_loss']:.4f}) after {settings.distill_steps} steps")
-    ctx.results["distill"] = {
-        "steps": settings.distill_steps, "temperature": settings.distill_temperature,
-        "alpha": settings.distill_alpha, "student_parameters": student_params,
+            f"{measured['teacher']['val_loss']:.4f}) after {settings.steps} steps")
+    return {
+        "steps": settings.steps, "temperature": temperature,
+        "alpha": alpha, "student_parameters": student_params,
         "teacher_parameters": teacher_params, "eval_windows": len(windows), **{
             f"{role}_{key}": value for role, row in measured.items() for key, value in
             row.items()},
         "model_path": str(ctx.run_dir / "model_student.keras"), "history": result.history}
-    return ctx
 
 
-def prune(ctx):
-    """TF-MOT pruning reaches a model through the bridge's tf_keras twin; a GPT's layers
-    (Keras 3-only tied embedding, KerasHub and custom blocks) have none, which this names."""
-    import keras
-
-    from workbench.compression import to_tf_keras
-    from workbench.compression.bridge import UntranslatableLayerError
-
-    model = ctx.require_model("prune")
-    # The graph itself, so that the layers are judged rather than the model's own class.
-    graph = keras.Model(model.inputs, model.outputs, name=model.name)
-    try:
-        to_tf_keras(graph)
-    except UntranslatableLayerError as error:
-        others = ", ".join(f"'{name}'" for name, _, _ in error.problems[1:])
-        first_reason = error.problems[0][2]
-        raise WorkbenchError(
-            f"stage 'prune' cannot prune language model '{model.name}' with TF-MOT: layer "
-            f"'{error.layer_name}' ({error.layer_class}) {first_reason}"
-            + (f"; nor can {others} be translated (KerasHub and custom layers have no tf_keras "
-               "twin)" if others else "")
-            + "; shrink it with 'quantize' (int8, int4, gptq, awq) or 'distill' instead"
-        ) from None
-    raise WorkbenchError(
-        f"stage 'prune' for language models is limited to reporting why TF-MOT cannot reach "
-        f"them, and model '{model.name}' translates; prune it as a generic model instead")
+def export_formats(recipe):
+    return tuple(recipe.export.formats) if recipe.export.formats is not None else EXPORT_FORMATS
 
 
-def export(ctx):
-    """The run's model as LiteRT files, one per `export_formats` entry."""
+def export(ctx, model):
+    """The run's model as LiteRT files, one per `export.formats` entry: `{format: path}`."""
     from workbench.lm.export import export_language_model
     from workbench.lm.generate import check_language_model
 
-    model = ctx.require_model("export")
     check_language_model(model, "export")
-    for fmt in compress_settings(ctx.recipe).export_formats:
-        name = f"model_{fmt}.tflite"
-        path = export_language_model(model, ctx.run_dir / name, fmt)
-        ctx.exports[fmt] = {"path": str(path), "size_bytes": path.stat().st_size}
-        ctx.say(f"  {name}: {path.stat().st_size / 1024:.1f} KiB")
-    ctx.results["export"] = {fmt: dict(info) for fmt, info in ctx.exports.items()}
-    return ctx
+    return {fmt: export_language_model(model, ctx.run_dir / f"model_{fmt}.tflite", fmt)
+            for fmt in export_formats(ctx.recipe)}
 
 
 def verify(ctx):
@@ -196,18 +175,18 @@ def verify(ctx):
     from workbench.lm.export import FLOAT32_LOSS_TOLERANCE, keras_reference, verify_language_model
 
     model = ctx.require_model("verify")
-    settings = compress_settings(ctx.recipe)
+    generate_tokens = ctx.recipe.verify.generate_tokens
     windows = evaluation_windows(ctx, model, "verify")
     prompts = prompt_ids(ctx)
-    reference = keras_reference(model, windows, prompts, settings.generate_tokens)
+    reference = keras_reference(model, windows, prompts, generate_tokens)
     results = {"eval_windows": len(windows), "keras_val_loss": reference["val_loss"],
-               "generate_tokens": settings.generate_tokens}
+               "generate_tokens": generate_tokens}
     width = max(8, *(len(name) for name in ctx.exports))
     for name, info in ctx.exports.items():
         metrics = verify_language_model(
             info["path"], windows, keras_loss=reference["val_loss"],
             keras_tokens=reference["greedy_tokens"], prompts=prompts,
-            generate_steps=settings.generate_tokens, num_threads=ctx.recipe.verify.num_threads)
+            generate_steps=generate_tokens, num_threads=ctx.recipe.verify.num_threads)
         if name == "float32":
             metrics["within_tolerance"] = (
                 abs(metrics["val_loss_change_vs_keras"]) <= FLOAT32_LOSS_TOLERANCE
@@ -219,6 +198,5 @@ def verify(ctx):
                 f"{'match' if metrics['greedy_tokens_match_keras'] else 'differ'} "
                 f"({metrics['greedy_prompts_matching']}/{len(prompts)} prompts)  "
                 f"{metrics['size_bytes'] / 1024:.1f} KiB")
-    ctx.results["verify"] = results
-    return ctx
+    return results
 
