@@ -6,7 +6,7 @@ All train the digits recipe's CNN on the same split, batch size and number of ep
 - the same, with the variables created before `fit` as the train stage does: what the train
   stage's callbacks alone cost;
 - plain `model.fit(x, y, validation_data=...)` on NumPy arrays, as a user writes it by hand;
-- `workbench.stages.train.fit`, with everything the train stage adds: backups for `--resume`,
+- `workbench.training.fit`, with everything the train stage adds: backups for `--resume`,
   early stopping with best-weight tracking and NaN detection, learning rate on plateau,
   TensorBoard logging, the learning-rate log and the per-epoch CSV history.
 Early stopping's patience is set to the epoch count so every run trains every epoch. Runs
@@ -43,7 +43,8 @@ from workbench.components import build_before_fit  # noqa: E402
 from workbench.context import RunContext, RunDir  # noqa: E402
 from workbench.data.arrays import load_digits  # noqa: E402
 from workbench.recipe import apply_overrides  # noqa: E402
-from workbench.stages.train import build_model, fit  # noqa: E402
+from workbench.builders import build_model  # noqa: E402
+from workbench.training import fit  # noqa: E402
 from workbench.tasks import compile_args  # noqa: E402
 
 

@@ -236,9 +236,11 @@ def test_distilled_student_learns_from_the_teacher(trained):
 def test_distill_needs_a_student(trained):
     from workbench.recipe import Recipe
 
+    from workbench.tasks import resolve_task
+
     recipe = Recipe(name="no_student", model=lambda hp: None, stages=("train", "distill"))
     with pytest.raises(WorkbenchError, match="needs a student"):
-        recipe.validate()
+        resolve_task(recipe).check_stages(recipe, recipe.stages)
 
 
 def test_compression_leaves_keras_3_and_the_environment_as_they_were(trained, pruned, tmp_path):

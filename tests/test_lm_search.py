@@ -128,6 +128,6 @@ def test_warmup_choices_on_a_recipe_trained_by_epochs_are_bad_input(tmp_path):
                      "--set", "search.learning_rate_min=1e-4",
                      "--set", "search.learning_rate_max=1e-2", "--out", out)
     assert result.returncode == 2, result.stderr
-    assert "search.warmup_steps only apply to language models" in result.stderr
+    assert "setting 'search.warmup_steps' does not apply to the tasks multiclass" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not out.exists()

@@ -18,7 +18,7 @@ def _context(recipe, run_dir):
     import tensorflow as tf
 
     from workbench.context import RunContext, RunDir
-    from workbench.lm.stages import load_language_data
+    from workbench.lm.pipeline import load_language_data
 
     keras.utils.set_random_seed(recipe.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -27,15 +27,15 @@ def _context(recipe, run_dir):
 
 
 def test_train_evaluate_generate_fill_the_report(tmp_path):
-    from workbench.lm import stages
+    from workbench.stages import STAGES
 
     recipe = tiny_recipe(write_corpus(tmp_path), lm__max_eval_windows=64)
     ctx = _context(recipe, tmp_path / "run")
     info = ctx.data.info
     assert info.task == "language_model" and info.input_shape == (16,)
     assert info.vocabulary_size == 256 and info.fingerprint
-    for stage in (stages.train, stages.evaluate, stages.generate):
-        ctx = stage(ctx)
+    for stage in ("train", "evaluate", "generate"):
+        ctx = STAGES[stage](ctx)
     train, evaluate = ctx.results["train"], ctx.results["evaluate"]
     assert train["steps"] == 40 and train["eval_steps"] == [20, 40]
     assert train["tokens_per_second"] > 0 and train["flops_per_token"] > 0
@@ -52,13 +52,13 @@ def test_train_evaluate_generate_fill_the_report(tmp_path):
 
 def test_training_a_model_of_another_context_is_refused(tmp_path):
     from workbench.errors import WorkbenchError
-    from workbench.lm import stages
+    from workbench.lm.task import LanguageModelTask
 
     recipe = tiny_recipe(write_corpus(tmp_path), lm__context=12)
     recipe.model = lambda hp, info: tiny_recipe(None).model(hp, _with_context(info, 16))
     ctx = _context(recipe, tmp_path / "run")
     with pytest.raises(WorkbenchError, match="lm.context is 12 but model 'gpt' reads 16"):
-        stages.preflight(recipe, ctx.data.info)
+        LanguageModelTask().preflight(recipe, ctx.data, ("train",), has_model=False)
 
 
 def _with_context(info, context):
@@ -135,7 +135,8 @@ def test_generate_for_a_model_without_the_language_model_task_is_refused(tmp_pat
                      "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert "stage 'generate' continues text with a language model" in err
+    assert "stage 'generate' does not apply to the tasks multiclass" in err
+    assert "generate continues text with a language model" in err
     assert not (tmp_path / "out").exists()
 
 

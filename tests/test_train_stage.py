@@ -88,7 +88,7 @@ def test_epoch_tensorboard_writes_batch_summaries_only_when_asked(tmp_path, upda
     import keras
     import numpy as np
 
-    from workbench.stages.train import EpochTensorBoard
+    from workbench.training import EpochTensorBoard
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")

@@ -104,6 +104,13 @@ class Task:
     def __init__(self, name=None):
         self.name = name
 
+    def describe(self):
+        """How messages name the task: the resolved name, or the family's names before the data
+        has said which of them it is."""
+        if self.name is not None:
+            return f"task '{self.name}'"
+        return f"the tasks {', '.join(self.NAMES)}"
+
     # ---- what the family offers, checked before any work --------------------------------
 
     def check_stages(self, recipe, stages):
@@ -113,7 +120,7 @@ class Task:
                 offered = ", ".join(s for s in STAGE_ORDER if s in self.STAGES)
                 hint = self.INSTEAD.get(stage)
                 raise WorkbenchError(
-                    f"stage '{stage}' does not apply to task '{self.name}' (recipe "
+                    f"stage '{stage}' does not apply to {self.describe()} (recipe "
                     f"'{recipe.name}'); its stages are {offered}" + (f"; {hint}" if hint else ""))
 
     def check_settings(self, recipe):
@@ -125,7 +132,7 @@ class Task:
             if top in reads or key in reads:
                 continue
             raise WorkbenchError(
-                f"setting '{key}' does not apply to task '{self.name}' (recipe '{recipe.name}'), "
+                f"setting '{key}' does not apply to {self.describe()} (recipe '{recipe.name}'), "
                 f"which does not read it; drop it (settings of this task: "
                 f"{', '.join(sorted(self.READS))})")
 
@@ -153,7 +160,7 @@ class Task:
         return "  ".join(f"{name} {value:.4f}" for name, value in metrics.items())
 
     def _unsupported(self, stage):
-        raise WorkbenchError(f"stage '{stage}' does not apply to task '{self.name}'")
+        raise WorkbenchError(f"stage '{stage}' does not apply to {self.describe()}")
 
     def fit(self, ctx):
         self._unsupported("train")

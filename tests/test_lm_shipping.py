@@ -1,5 +1,6 @@
-"""The language-model stages on the recipe's GPT (tiny): export and verify (LiteRT parity),
-quantize, distill, and prune's one-line refusal that names the layer."""
+"""What the language-model family computes for the shipping stages on the recipe's GPT (tiny):
+export and verify (LiteRT parity), quantize, distill, through the generic stages and the family's
+own settings in the generic sections (export, verify, quantize, distill)."""
 
 from types import SimpleNamespace
 
@@ -9,25 +10,25 @@ from lm_helpers import CONTEXT, TEXT, trained_tiny_gpt
 
 from workbench.context import RunContext, RunDir
 from workbench.errors import WorkbenchError
-from workbench.lm import compress_stages
-from workbench.lm.compress_stages import LanguageModelCompressSettings
 from workbench.lm.settings import GenerateSettings
 from workbench.lm.tokenizers import ByteTokens
+from workbench.settings import DistillSettings, ExportSettings, QuantizeSettings, VerifySettings
+from workbench.stages import STAGES
 
 GPT = dict(builder="workbench", layers=1, width=16, heads=2)
 
 
-def make_ctx(tmp_path, model, **settings):
+def make_ctx(tmp_path, model, quantize=None, distill=None):
     tokens = np.frombuffer(TEXT, dtype=np.uint8)
     cut = int(len(tokens) * 0.9)
     corpus = SimpleNamespace(train=tokens[:cut], val=tokens[cut:], tokenizer=ByteTokens())
     recipe = SimpleNamespace(
         name="tiny_gpt", batch_size=8, seed=0, student=None,
         generate=GenerateSettings(prompt="def add(", prompts=("class Point:\n",)),
-        verify=SimpleNamespace(num_threads=1),
-        lm_compress=LanguageModelCompressSettings(**{
-            "eval_windows": 32, "calibration_windows": 8, "group_size": 16,
-            "generate_tokens": 16, **settings}))
+        verify=VerifySettings(num_threads=1, max_examples=32, generate_tokens=16),
+        export=ExportSettings(representative_examples=8),
+        quantize=QuantizeSettings(group_size=16, **(quantize or {})),
+        distill=DistillSettings(**(distill or {})))
     data = SimpleNamespace(corpus=corpus, info=SimpleNamespace(task="language_model"))
     return RunContext(recipe=recipe, run_dir=RunDir(tmp_path), verbose=0, data=data,
                       model=model)
@@ -39,7 +40,7 @@ def gpt():
 
 
 def test_export_then_verify_matches_keras(gpt, tmp_path):
-    ctx = compress_stages.verify(compress_stages.export(make_ctx(tmp_path, gpt)))
+    ctx = STAGES["verify"](STAGES["export"](make_ctx(tmp_path, gpt)))
     assert sorted(ctx.exports) == ["dynamic", "float32"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_dynamic.tflite",
                                                           "model_float32.tflite"]
@@ -53,8 +54,8 @@ def test_export_then_verify_matches_keras(gpt, tmp_path):
 
 @pytest.mark.slow
 def test_quantize_stage_compares_modes(gpt, tmp_path):
-    ctx = compress_stages.quantize(make_ctx(tmp_path, gpt, quantize_modes=("int8",),
-                                            export_quantized=False))
+    ctx = STAGES["quantize"](make_ctx(tmp_path, gpt, quantize=dict(keras_modes=("int8",),
+                                                                   export_quantized=False)))
     modes = ctx.results["quantize"]["modes"]
     assert list(modes) == ["float32", "int8"]
     assert modes["int8"]["compression"] > 2.5
@@ -64,8 +65,8 @@ def test_quantize_stage_compares_modes(gpt, tmp_path):
 
 @pytest.mark.slow
 def test_distill_stage_trains_a_smaller_student(gpt, tmp_path):
-    ctx = make_ctx(tmp_path, gpt, distill_steps=40, student_width=8, distill_learning_rate=1e-2)
-    ctx = compress_stages.distill(ctx)
+    ctx = make_ctx(tmp_path, gpt, distill=dict(steps=40, student_width=8, learning_rate=1e-2))
+    ctx = STAGES["distill"](ctx)
     result = ctx.results["distill"]
     assert result["student_parameters"] < result["teacher_parameters"]
     assert ctx.model.name == "student" and (tmp_path / "model_student.keras").is_file()
@@ -74,19 +75,10 @@ def test_distill_stage_trains_a_smaller_student(gpt, tmp_path):
     assert result["history"]["distillation_loss"][-1] < result["history"]["distillation_loss"][0]
 
 
-def test_prune_names_the_layer_tf_mot_cannot_reach(gpt, tmp_path):
-    with pytest.raises(WorkbenchError) as error:
-        compress_stages.prune(make_ctx(tmp_path, gpt))
-    message = str(error.value)
-    assert "\n" not in message
-    assert "layer 'token_embedding' (keras.layers.ReversibleEmbedding) is Keras 3-only" in message
-    assert "'transformer_layer_0'" in message and "'quantize'" in message
-    assert not list(tmp_path.iterdir())
-
-
 def test_stages_need_the_corpus(gpt, tmp_path):
     ctx = make_ctx(tmp_path, gpt)
     ctx.data = SimpleNamespace(info=SimpleNamespace(task="language_model"))
+    ctx.exports = {"float32": {"path": str(tmp_path / "model_float32.tflite")}}
     with pytest.raises(WorkbenchError, match="needs its corpus"):
-        compress_stages.verify(ctx)
+        STAGES["verify"](ctx)
     assert CONTEXT == 16
