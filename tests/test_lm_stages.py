@@ -173,7 +173,7 @@ def test_kill_9_then_resume_loses_at_most_the_checkpoint_interval(tmp_path):
     process = start_cli(recipe, "--out", run_dir, "--stages", "train", "--set", "lm.steps=2000",
                         "--set", "lm.eval_interval=2000", "--set", "lm.checkpoint_steps=20",
                         log=tmp_path / "log.txt")
-    checkpoint = run_dir / "lm_checkpoint.npz"
+    checkpoint = run_dir / "backup" / "training_metadata.json"
     deadline = time.time() + 240
     while not checkpoint.is_file() and time.time() < deadline:
         time.sleep(0.5)
