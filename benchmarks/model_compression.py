@@ -35,7 +35,7 @@ from workbench.compression import (  # noqa: E402
 from workbench.context import RunContext, RunDir  # noqa: E402
 from workbench.data import load_digits  # noqa: E402
 from workbench.recipe import apply_overrides  # noqa: E402
-from workbench.stages.distill import build_student  # noqa: E402
+from workbench.builders import build_student  # noqa: E402
 from workbench.stages.train import train  # noqa: E402
 
 TARGET_RATIO = 10.0

@@ -177,6 +177,12 @@ def test_jax_keras_file_reloads_in_a_fresh_process_and_continues(tmp_path):
     assert report["max_abs_difference"] < 1e-6, report
 
 
+def test_jax_soap_matches_its_reference_and_trains():
+    # float64 for the NumPy reference (1e-6); the bases refresh inside a `cond` on JAX's
+    # stateless apply path.
+    run_pytest("jax", ["tests/test_soap.py"], timeout=600, JAX_ENABLE_X64="1")
+
+
 @pytest.mark.slow
 def test_jax_focused_contract_and_reference_tests():
     references = [t for t in JAX_FOCUSED if "reference" in t]

@@ -215,3 +215,24 @@ def test_docstring_example_runs():
 
     result = doctest.testmod(module, raise_on_error=True)
     assert result.attempted > 0
+
+
+def test_soap_trains_with_ema_accumulation_and_jit_compile():
+    """The options Keras' optimizer base gives every optimizer, through a compiled `fit` (on JAX,
+    the stateless apply path: the bases are assigned outside the refresh's `cond`)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = (x @ rng.normal(size=(6, 3))).astype("float32")
+    losses = {}
+    for name, options in (("ema", dict(use_ema=True, ema_momentum=0.9)),
+                          ("accumulation", dict(gradient_accumulation_steps=2))):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+        model.compile(optimizer=SOAP(learning_rate=0.05, precondition_every=2, **options),
+                      loss="mse", jit_compile=True)
+        history = model.fit(x, y, batch_size=8, epochs=6, verbose=0, shuffle=False)
+        losses[name] = history.history["loss"]
+        steps = 6 * 64 // 8 // options.get("gradient_accumulation_steps", 1)
+        assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == steps
+    for name, curve in losses.items():
+        assert curve[-1] < 0.5 * curve[0], (name, curve)

@@ -34,8 +34,9 @@ class LanguageModelSettings:
         eval_windows: validation windows (evenly spaced over the validation split).
         eval_batch_size: windows per batch when evaluating.
         steps_per_execution: training steps run per call into the compiled function.
-        checkpoint_steps, checkpoint_seconds: save the training state when either has passed
-            since the last save (0 turns that trigger off); `--resume` continues from it.
+        checkpoint_steps, checkpoint_seconds: save the training state (Keras' BackupAndRestore)
+            every `checkpoint_steps` steps, or, with that 0, at the first epoch end after
+            `checkpoint_seconds` (both 0: no backups); `--resume` continues from it.
         max_eval_windows: cap on the evaluate stage's windows (`None`: the whole validation split).
     """
 

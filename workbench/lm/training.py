@@ -2,12 +2,16 @@
 `model.fit` (so the train stage runs at plain `fit` speed).
 
 Training is `steps` optimizer steps, each over `batch_size x replicas x accumulation` random
-windows (`corpus.random_batches`). It runs in segments that end at every validation point (every
-`eval_interval` steps, loss on a fixed set of validation windows); within a segment `fit` runs
-`steps_per_execution` steps per call into the compiled (optionally XLA) function, and a callback
-saves the whole training state when `checkpoint_steps` steps or `checkpoint_seconds` seconds have
-passed, so `kill -9` then `--resume` loses at most that interval. The batch stream is a function of
-`(seed, step)`, so a resumed run sees exactly the batches the interrupted one would have.
+windows (`corpus.random_batches`), run as ONE `model.fit` whose Keras epochs are
+`epoch_steps(settings)` steps long, so that every validation point (every `eval_interval` steps and
+the last, loss on a fixed set of validation windows, fit's own `validation_data` with a
+`validation_freq` list) and every checkpoint falls on an epoch's end. `fit` runs
+`steps_per_execution` steps per call into the compiled (optionally XLA) function. The project's
+callbacks do the rest: `EarlyStopping` stops on a NaN/inf loss and keeps the last good weights,
+`BackupAndRestore` saves the whole training state at epoch ends (every epoch with
+`checkpoint_steps`, at most every `checkpoint_seconds` otherwise), so `kill -9` then `--resume`
+loses at most that interval. The batch stream is a function of `(seed, step)` and is cut at the
+backup's step, so a resumed run sees exactly the batches the interrupted one would have.
 
 Optimization is nanoGPT's: AdamW (lr 1e-3, beta_2 0.99, weight decay 0.1 on every parameter of
 rank >= 2 only, none on norms and biases), linear warm-up for `warmup_steps` then cosine decay to
@@ -17,7 +21,6 @@ rank >= 2 only, none on norms and biases), linear warm-up for `warmup_steps` the
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import time
@@ -25,13 +28,15 @@ import warnings
 from dataclasses import dataclass, field
 
 import keras
-import numpy as np
 
 from workbench.components import build_before_fit
 from workbench.errors import WorkbenchError
 from workbench.lm.corpus import random_batches, window_starts, windows_dataset
 
-CHECKPOINT_FILE = "lm_checkpoint.npz"
+# The training state's backup (Keras' BackupAndRestore, under the run directory) and the curves
+# measured up to it.
+BACKUP_DIR = "backup"
+STATE_FILE = "lm_state.json"
 
 
 def learning_rate_schedule(recipe, settings, replicas=1):
@@ -91,13 +96,6 @@ def compile_language_model(model, recipe, settings, replicas=1, steps_per_execut
     return model
 
 
-def effective_steps_per_execution(settings):
-    """`steps_per_execution`, lowered to divide every segment (Keras' `fit` would otherwise run
-    past a segment's end)."""
-    return math.gcd(settings.steps_per_execution, settings.eval_interval * settings.accumulation,
-                    settings.steps * settings.accumulation)
-
-
 def validation_windows(tokens, context, count, batch_size):
     """The fixed validation set: `count` windows evenly spaced over `tokens`, batched."""
     return windows_dataset(tokens, context, window_starts(len(tokens), context, count)).batch(
@@ -106,7 +104,8 @@ def validation_windows(tokens, context, count, batch_size):
 
 @dataclass
 class TrainingState:
-    """What a checkpoint holds besides the weights: where training is, and what it measured."""
+    """Where training is and what it measured; written beside the backup (`STATE_FILE`) so a
+    resumed run keeps the curves of the steps done before the interruption."""
 
     micro_step: int = 0
     eval_steps: list = field(default_factory=list)
@@ -118,60 +117,38 @@ class TrainingState:
     total_seconds: float = 0.0
 
 
-def save_checkpoint(run_dir, model, state):
-    # Within `fit` the JAX trainer keeps the training state in its own arrays (the model's
-    # variables are emptied for speed); a save in the middle of a segment brings them back first.
-    sync = getattr(model, "jax_state_sync", None)
-    if sync is not None:
-        sync()
-    arrays = {f"w{i}": np.asarray(keras.ops.convert_to_numpy(v))
-              for i, v in enumerate(model.weights)}
-    arrays.update({f"o{i}": np.asarray(keras.ops.convert_to_numpy(v))
-                   for i, v in enumerate(model.optimizer.variables)})
-    arrays["state"] = np.frombuffer(json.dumps(state.__dict__).encode(), dtype=np.uint8)
-    with run_dir.atomic(CHECKPOINT_FILE) as temp:
-        with open(temp, "wb") as handle:
-            np.savez(handle, **arrays)
+def epoch_steps(settings, checkpointing=True):
+    """Optimizer steps per Keras epoch: every validation point (each `eval_interval` steps and the
+    last step) and, with `checkpoint_steps`, every checkpoint falls on an epoch's end."""
+    length = math.gcd(settings.eval_interval, settings.steps)
+    if checkpointing and settings.checkpoint_steps:
+        length = math.gcd(length, settings.checkpoint_steps)
+    return length
 
 
-def load_checkpoint(run_dir, model):
-    """Restore weights and optimizer state saved by `save_checkpoint`; the `TrainingState`, or
-    `None` when there is no checkpoint."""
-    path = run_dir / CHECKPOINT_FILE
-    if not path.is_file():
-        return None
-    with np.load(path) as saved:
-        weights = [saved[f"w{i}"] for i in range(len(model.weights))]
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        optimizer_values = [saved[f"o{i}"] for i in range(len(model.optimizer.variables))]
-        state = TrainingState(**json.loads(saved["state"].tobytes().decode()))
-    for variable, value in zip(model.weights, weights):
-        variable.assign(value)
-    for variable, value in zip(model.optimizer.variables, optimizer_values):
-        variable.assign(value)
-    return state
+def effective_steps_per_execution(settings, checkpointing=True):
+    """`steps_per_execution`, lowered to divide an epoch (Keras' `fit` would otherwise run past
+    an epoch's end)."""
+    return math.gcd(settings.steps_per_execution,
+                    epoch_steps(settings, checkpointing) * settings.accumulation)
 
 
 class _Progress(keras.callbacks.Callback):
-    """Times every execution after the run's first (which compiles) and saves checkpoints. Only
-    Python arithmetic per call, so it costs nothing measurable per step."""
+    """Times every execution after the run's first (which compiles), and the validations, with
+    Python arithmetic only, so it costs nothing measurable per step."""
 
-    def __init__(self, segment_start, micro_tokens, save, every_steps, every_seconds,
-                 skip_first):
+    def __init__(self, micro_tokens):
         super().__init__()
-        self.segment_start = segment_start
         self.micro_tokens = micro_tokens
-        self.save = save
-        self.every_steps = every_steps
-        self.every_seconds = every_seconds
-        self.skip_first = skip_first
+        self.skip_first = True
         self.tokens = 0
         self.seconds = 0.0
-        self.last_save_time = time.monotonic()
-        self.last_save_step = segment_start
+        self.validation_seconds = 0.0
+        self._previous_end = self._begin = self._test_begin = None
+        self._done = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
         self._previous_end = None
-        self._begin = None
         self._done = 0
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -189,89 +166,139 @@ class _Progress(keras.callbacks.Callback):
             self.tokens += steps * self.micro_tokens
             self.seconds += now - start
         self._previous_end = now
-        micro_step = self.segment_start + batch + 1
-        if self.save is not None and (
-                (self.every_steps and micro_step - self.last_save_step >= self.every_steps)
-                or (self.every_seconds and time.monotonic() - self.last_save_time
-                    >= self.every_seconds)):
-            self.save(micro_step)
-            self.last_save_step = micro_step
-            self.last_save_time = time.monotonic()
+
+    def on_test_begin(self, logs=None):
+        self._test_begin = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self.validation_seconds += time.perf_counter() - self._test_begin
+
+
+class _Curves(keras.callbacks.Callback):
+    """At every validation point: the losses into the `TrainingState`, one line of progress, and
+    the state written beside the backup (before it: callbacks run in list order, so a kill
+    between the two leaves a state a little ahead of the backup, which a resumed run trims)."""
+
+    def __init__(self, state, settings, epoch_micro, progress, run_dir, say):
+        super().__init__()
+        self.state, self.settings = state, settings
+        self.epoch_micro = epoch_micro
+        self.progress, self.run_dir, self.say = progress, run_dir, say
+        self.tokens_before = state.measured_tokens
+        self.seconds_before = state.measured_seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        state = self.state
+        state.micro_step = (epoch + 1) * self.epoch_micro
+        state.measured_tokens = self.tokens_before + self.progress.tokens
+        state.measured_seconds = self.seconds_before + self.progress.seconds
+        loss = float(logs.get("loss", float("nan")))
+        if "val_loss" in logs and math.isfinite(loss):
+            step = state.micro_step // self.settings.accumulation
+            state.eval_steps.append(step)
+            state.train_loss.append(loss)
+            state.val_loss.append(float(logs["val_loss"]))
+            rate = (state.measured_tokens / state.measured_seconds
+                    if state.measured_seconds else 0.0)
+            self.say(f"  step {step:>6d}/{self.settings.steps}  loss {loss:.4f}  "
+                     f"val_loss {state.val_loss[-1]:.4f}  {rate:,.0f} tokens/s")
+        if self.run_dir is not None:
+            self.run_dir.write_text(STATE_FILE, json.dumps(state.__dict__))
+
+
+def _resumed_state(run_dir, micro_per_epoch, settings, say):
+    """The epoch the backup (Keras' `BackupAndRestore`) ends at, and the state up to it."""
+    metadata = run_dir / BACKUP_DIR / "training_metadata.json"
+    if not metadata.is_file():
+        return 0, TrainingState()
+    epoch = int(json.loads(metadata.read_text())["epoch"])
+    state = TrainingState()
+    if (run_dir / STATE_FILE).is_file():
+        state = TrainingState(**json.loads((run_dir / STATE_FILE).read_text()))
+    micro_step = epoch * micro_per_epoch
+    kept = [i for i, step in enumerate(state.eval_steps)
+            if step * settings.accumulation <= micro_step]
+    state.eval_steps = [state.eval_steps[i] for i in kept]
+    state.train_loss = [state.train_loss[i] for i in kept]
+    state.val_loss = [state.val_loss[i] for i in kept]
+    state.micro_step = micro_step
+    say(f"  resuming at step {micro_step // settings.accumulation} from the last checkpoint")
+    return epoch, state
+
+
+class _StartsWhereTheBackupEnds(keras.callbacks.Callback):
+    """The batch stream was cut for the epoch the backup said; Keras' restore must agree (it
+    falls back to the previous backup when the last one is unreadable)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_train_begin(self, logs=None):
+        restored = int(getattr(self.model, "_initial_epoch", 0) or 0)
+        if restored != self.epoch:
+            raise WorkbenchError(
+                f"the training backup restored epoch {restored}, but its metadata said "
+                f"{self.epoch}; start the run again without --resume")
 
 
 def train_language_model(model, corpus_train, corpus_val, recipe, settings, *, strategy=None,
                          run_dir=None, resume=False, say=print, extra_callbacks=()):
-    """Train a compiled `model` for `settings.steps` steps; return the `TrainingState` (curves,
-    tokens/s) and the reason training stopped early, if it did."""
+    """Train a compiled `model` for `settings.steps` steps in one `model.fit` of Keras epochs of
+    `epoch_steps(settings)` steps; return the `TrainingState` (curves, tokens/s) and the reason
+    training stopped early, if it did."""
+    from workbench import components
+
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     micro_batch = recipe.batch_size * replicas
     micro = settings.accumulation
-    total_micro = settings.steps * micro
-    segment_micro = settings.eval_interval * micro
-    tokens_per_micro = micro_batch * settings.context
+    checkpointing = run_dir is not None and bool(settings.checkpoint_steps
+                                                 or settings.checkpoint_seconds)
+    epoch_micro = epoch_steps(settings, checkpointing) * micro
+    epochs = settings.steps * micro // epoch_micro
+    # Validate at every eval_interval-th step and at the last (Keras counts epochs from 1).
+    validation_epochs = [e for e in range(1, epochs + 1)
+                         if (e * epoch_micro) % (settings.eval_interval * micro) == 0
+                         or e == epochs]
     val_data = validation_windows(corpus_val, settings.context, settings.eval_windows,
                                   settings.eval_batch_size)
-    state = None
+    first_epoch, state = 0, TrainingState()
     if resume and run_dir is not None:
-        state = load_checkpoint(run_dir, model)
-        if state is not None:
-            say(f"  resuming at step {state.micro_step // micro} from the last checkpoint")
-    state = state or TrainingState()
-
-    def save(micro_step):
-        if run_dir is not None:
-            save_checkpoint(run_dir, model, dataclasses.replace(state, micro_step=micro_step))
-
-    checkpointing = run_dir is not None and (settings.checkpoint_steps or
-                                             settings.checkpoint_seconds)
-    first_execution = first_segment = True
-    last_good = None
-    stop_reason = None
+        first_epoch, state = _resumed_state(run_dir, epoch_micro, settings, say)
+    progress = _Progress(micro_batch * settings.context)
+    stopping = components.CALLBACKS.build("early_stopping", {
+        # Never stops for patience: it stops on a NaN/inf loss and keeps the last good weights.
+        "monitor": "loss", "patience": epochs + 1, "restore_best_weights": False})
+    callbacks = [progress, _Curves(state, settings, epoch_micro, progress, run_dir, say),
+                 stopping]
+    if checkpointing:
+        callbacks.append(components.CALLBACKS.build("backup_and_restore", {
+            "backup_dir": str(run_dir / BACKUP_DIR), "double_checkpoint": True,
+            # Every epoch ends on a checkpoint step when checkpoint_steps is set.
+            "min_interval_seconds": 0.0 if settings.checkpoint_steps
+            else settings.checkpoint_seconds}))
+        callbacks.append(_StartsWhereTheBackupEnds(first_epoch))
+    callbacks += list(extra_callbacks)
+    batches = random_batches(corpus_train, settings.context, micro_batch, recipe.seed,
+                             first_step=first_epoch * epoch_micro)
+    with (strategy.scope() if strategy is not None else contextlib.nullcontext()):
+        build_before_fit(model, batches)
     started = time.perf_counter()
-    while state.micro_step < total_micro:
-        step_in_segment = state.micro_step % segment_micro
-        length = min(segment_micro - step_in_segment, total_micro - state.micro_step)
-        progress = _Progress(state.micro_step, tokens_per_micro,
-                             save if checkpointing else None,
-                             settings.checkpoint_steps * micro, settings.checkpoint_seconds,
-                             skip_first=first_execution)
-        first_execution = False
-        batches = random_batches(corpus_train, settings.context, micro_batch, recipe.seed,
-                                 first_step=state.micro_step)
-        if first_segment:
-            with (strategy.scope() if strategy is not None else contextlib.nullcontext()):
-                build_before_fit(model, batches)
-        first_segment = False
-        segment_started = time.perf_counter()
-        with _xla_allowed(recipe.jit_compile), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-            history = model.fit(batches, steps_per_epoch=length, epochs=1, verbose=0,
-                                shuffle=False, callbacks=[progress, *extra_callbacks])
-        state.train_seconds += time.perf_counter() - segment_started
-        state.measured_tokens += progress.tokens
-        state.measured_seconds += progress.seconds
-        state.micro_step += length
-        loss = float(history.history["loss"][-1])
-        if not math.isfinite(loss):
-            stop_reason = (f"the training loss became {loss} before step "
-                           f"{state.micro_step // micro}; the weights of step "
-                           f"{state.eval_steps[-1] if state.eval_steps else 0} are kept")
-            if last_good is not None:
-                model.set_weights(last_good)
-            break
-        with _xla_allowed(recipe.jit_compile):
-            val_loss = float(model.evaluate(val_data, verbose=0, return_dict=True)["loss"])
-        step = state.micro_step // micro
-        state.eval_steps.append(step)
-        state.train_loss.append(loss)
-        state.val_loss.append(val_loss)
-        last_good = model.get_weights()
-        rate = state.measured_tokens / state.measured_seconds if state.measured_seconds else 0.0
-        say(f"  step {step:>6d}/{settings.steps}  loss {loss:.4f}  val_loss {val_loss:.4f}  "
-            f"{rate:,.0f} tokens/s")
-        if checkpointing:
-            save(state.micro_step)
-    state.total_seconds = time.perf_counter() - started
+    with _xla_allowed(recipe.jit_compile), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+        model.fit(batches, steps_per_epoch=epoch_micro, epochs=epochs,
+                  validation_data=val_data, validation_freq=validation_epochs, verbose=0,
+                  shuffle=False, callbacks=callbacks)
+    elapsed = time.perf_counter() - started
+    state.train_seconds += elapsed - progress.validation_seconds
+    state.total_seconds = elapsed
+    if checkpointing and not model.stop_training and (run_dir / STATE_FILE).is_file():
+        (run_dir / STATE_FILE).unlink()  # the backup is gone too (Keras deletes it at the end)
+    stop_reason = stopping.stop_reason
+    if stop_reason:
+        good = state.eval_steps[-1] if state.eval_steps else 0
+        stop_reason = f"{stop_reason} (the last validated step was {good})"
     return state, stop_reason
 
 

@@ -175,31 +175,31 @@ class SOAP(keras.optimizers.Optimizer):
             x = ops.matmul(x, q)
         return x
 
-    def _initial_bases(self, sides):
-        for side in sides:
-            if side is None:
-                continue
-            statistic, basis = side
+    @staticmethod
+    def _initial_bases(statistics):
+        """The eigenbases of the first statistics, eigenvalues descending."""
+        bases = []
+        for statistic in statistics:
             size = statistic.shape[0]
             symmetric = 0.5 * (statistic + ops.transpose(statistic))
             symmetric = symmetric + constant(_TINY, statistic.dtype) * ops.eye(size)
             _, vectors = ops.eigh(symmetric)
             # eigh sorts eigenvalues ascending; the refresh keeps them descending.
-            self.assign(basis, ops.flip(vectors, axis=1))
+            bases.append(ops.flip(vectors, axis=1))
+        return bases
 
-    def _refresh_bases(self, sides, velocity):
+    @staticmethod
+    def _refreshed_bases(statistics, bases, axes, velocity):
         """One power-iteration + QR step per side; `velocity` is permuted along."""
-        for axis, side in enumerate(sides):
-            if side is None:
-                continue
-            statistic, basis = side
+        new_bases = []
+        for statistic, basis, axis in zip(statistics, bases, axes):
             estimated = ops.sum(basis * ops.matmul(statistic, basis), axis=0)
             order = ops.flip(ops.argsort(estimated), axis=0)
             velocity = ops.take(velocity, order, axis=axis)
             basis_sorted = ops.take(basis, order, axis=1)
             q, _ = ops.qr(ops.matmul(statistic, basis_sorted))
-            self.assign(basis, q)
-        return velocity
+            new_bases.append(q)
+        return velocity, new_bases
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
@@ -251,21 +251,33 @@ class SOAP(keras.optimizers.Optimizer):
             self.assign(v, new_v)
             return
         rate = constant(1.0 - shampoo_beta, dtype)
-        for side, outer in zip(
+        axes, statistics, bases = [], [], []
+        for axis, (side, outer) in enumerate(zip(
             sides, (ops.matmul(g, ops.transpose(g)), ops.matmul(ops.transpose(g), g))
-        ):
-            if side is not None:
-                statistic = side[0]
-                self.assign_add(statistic, (outer - statistic) * rate)
+        )):
+            if side is None:
+                continue
+            statistic = side[0] + (outer - side[0]) * rate
+            self.assign(side[0], statistic)
+            axes.append(axis)
+            statistics.append(statistic)
+            bases.append(ops.convert_to_tensor(side[1]))
 
+        # The conds return the new bases instead of assigning them in a branch: JAX's
+        # stateless apply cannot carry an assignment out of a branch, and a cond (not a
+        # select) skips the QR's and eigh's cost between refreshes.
         refresh = ops.logical_and(
             ops.logical_not(first), ops.equal(ops.mod(iteration, self.precondition_every), 0)
         )
-        new_v = ops.cond(
-            refresh, lambda: self._refresh_bases(sides, new_v), lambda: new_v
+        new_v, bases = ops.cond(
+            refresh,
+            lambda: self._refreshed_bases(statistics, bases, axes, new_v),
+            lambda: (new_v, bases),
         )
+        bases = ops.cond(first, lambda: self._initial_bases(statistics), lambda: bases)
         self.assign(v, ops.reshape(new_v, v.shape))
-        ops.cond(first, lambda: self._initial_bases(sides), lambda: None)
+        for axis, basis in zip(axes, bases):
+            self.assign(sides[axis][1], basis)
 
     def get_config(self):
         config = super().get_config()
