@@ -184,6 +184,11 @@ def test_jax_soap_matches_its_reference_and_trains():
 
 
 @pytest.mark.slow
+def test_jax_soap_passes_the_optimizer_contract():
+    run_pytest("jax", ["tests/test_optimizers_contract.py", "-k", "SOAP"], timeout=600)
+
+
+@pytest.mark.slow
 def test_jax_focused_contract_and_reference_tests():
     references = [t for t in JAX_FOCUSED if "reference" in t]
     # float32, JAX's default, for what trains as users train (Shampoo on its Newton root) ...

@@ -35,6 +35,7 @@ from workbench.optimizers import GradientNoise
 from workbench.optimizers import Lookahead
 from workbench.optimizers import Prodigy
 from workbench.optimizers import RAdam
+from workbench.optimizers import SOAP
 from workbench.optimizers import Shampoo
 
 # `base` holds `keras.optimizers.Optimizer` arguments (clipnorm, use_ema,
@@ -55,6 +56,14 @@ FACTORIES = {
         precondition_every=2,
         start_preconditioning_step=1,
         **base,
+    ),
+    # Rotations only where the statistics are full rank from the first step (the conv kernel's
+    # 3 rows, the dense kernel's 2 columns): a rank-deficient statistic's eigenbasis is defined
+    # only up to a rotation of its null space, where Adam's normalisation turns rounding noise
+    # into unit-size steps, so two runs that differ by rounding (XLA against graph mode,
+    # accumulated against whole batches) could not be compared. Bases refresh every other step.
+    "SOAP": lambda **base: SOAP(
+        learning_rate=0.01, precondition_every=2, max_preconditioner_dim=3, **base
     ),
     "Lookahead": lambda **base: Lookahead(
         keras.optimizers.Adam(0.01, **base), sync_period=3
@@ -78,6 +87,7 @@ NON_DEFAULTS = {
     "Shampoo": lambda: Shampoo(
         0.02, 0.8, 1.0, 1e-6, 1e-5, 7, 3, 64, 16, 2, name="sh", clipnorm=2.0
     ),
+    "SOAP": lambda: SOAP(0.02, 0.8, 0.9, 0.5, 1e-6, 3, 64, name="so", clipnorm=2.0),
     "Lookahead": lambda: Lookahead(
         keras.optimizers.SGD(0.3, momentum=0.5), 7, 0.25, name="lk"
     ),
