@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench.data.core import LABEL_KINDS, TASKS, Data, DataInfo
+from workbench.data.core import Data, DataInfo
 from workbench.errors import WorkbenchError, suggest
 
 COMMON_OPTIONS = {"val_fraction", "test_fraction"}
@@ -82,11 +82,9 @@ def check_options(kind, options):
 def load_data(source: str, seed=0, task=None, **options) -> Data:
     """Load `source` into checked, fixed train/validation/test pipelines (see the table above)."""
     from workbench.data import arrays, csv_source, folders, streams
-    from workbench.data.arrays import check_label_kind
-    from workbench.data.checks import check_fractions
+    from workbench.data.checks import check_fractions, label_reader
 
-    if task is not None:
-        check_label_kind(task, f"data '{source}'")
+    task = label_reader(task, f"data '{source}'")
     kind = source_kind(source)
     check_options(kind, options)
     fractions = {key: options.pop(key) for key in COMMON_OPTIONS if key in options}
@@ -141,5 +139,5 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=0):
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-__all__ = ["LABEL_KINDS", "TASKS", "Data", "DataInfo", "load_data", "make_dataset", "representative_inputs",
+__all__ = ["Data", "DataInfo", "load_data", "make_dataset", "representative_inputs",
            "source_kind"]

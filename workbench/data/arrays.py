@@ -1,8 +1,8 @@
 """Sources that arrive as arrays: scikit-learn's bundled data sets and `.npz` files.
 
 - `digits`: the 8x8 handwritten digits scikit-learn ships (1,797 images, 10 classes).
-- `sklearn:breast_cancer` (binary), `sklearn:wine`, `sklearn:iris` (multi-class),
-  `sklearn:diabetes` (regression): the tables scikit-learn ships inside its wheel.
+- `sklearn:breast_cancer` (two classes), `sklearn:wine`, `sklearn:iris` (three classes),
+  `sklearn:diabetes` (a real-valued target): the tables scikit-learn ships inside its wheel.
 - a `.npz` file with `x, y` (split here) or `x_train, y_train, x_test, y_test` (optionally
   `x_val, y_val`).
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.data.checks import LabelStats, check_labels, count_nonfinite, split_assignment
-from workbench.data.core import LABEL_KINDS, Data, DataInfo
+from workbench.data.checks import LabelStats, count_nonfinite, label_reader, split_assignment
+from workbench.data.core import Data, DataInfo
 from workbench.errors import WorkbenchError, suggest
 
 SKLEARN_TABLES = {
@@ -38,30 +38,6 @@ def _check_x(x, where):
     if bad:
         raise WorkbenchError(f"{where}: {bad} input value(s) are NaN or infinite "
                              f"(of {x.size}); clean or impute them first")
-
-
-def _labels_for_task(y, task):
-    if task in ("multiclass", "binary"):
-        return y.reshape(len(y)).astype("int32")
-    y = y.astype("float32")
-    if task == "regression" and y.ndim == 1:
-        return y[:, None]
-    return y.reshape(len(y), -1)
-
-
-def resolve_task(stats: LabelStats, task, where):
-    """The recipe's task, or the one the labels imply."""
-    if task is None:
-        return stats.infer_task()
-    check_label_kind(task, where)
-    return task
-
-
-def check_label_kind(task, where):
-    """A task that labelled data cannot serve is bad input."""
-    if task not in LABEL_KINDS:
-        raise WorkbenchError(f"{where} holds labelled examples, which task '{task}' does not "
-                             f"take (labelled data serves {', '.join(LABEL_KINDS)})")
 
 
 def fingerprint_arrays(*arrays):
@@ -100,31 +76,25 @@ def from_arrays(x, y, *, name, source, seed, task, val_fraction=0.1, test_fracti
                              f"{y.shape[0] if y.ndim else 0} labels")
     stats = LabelStats()
     stats.add_batch(y)
-    task = resolve_task(stats, task, f"'{where}'")
-    num_classes = None
-    if task in ("multiclass", "binary"):
-        num_classes = len(class_names) if class_names else int(stats.maximum) + 1
-        if task == "binary":
-            num_classes = 2
-    check_labels(stats, task, f"'{where}' y", num_classes)
-    if task == "multilabel":
-        num_classes = stats.width
-    y = _labels_for_task(y, task)
+    kind = label_reader(task, f"'{where}'").resolve(stats)
+    num_classes = kind.num_classes(stats, class_names)
+    kind.check(stats, f"'{where}' y", num_classes)
+    y = kind.as_array(y)
     x = x.astype("float32")
     if presplit is None:
-        stratify = y if task in ("multiclass", "binary") else None
+        stratify = y if kind.class_ids else None
         presplit = split_assignment(len(x), seed, val_fraction, test_fraction, stratify,
                                     where=f"'{where}'")
     parts = [(x[presplit == code], y[presplit == code]) for code in (0, 1, 2)]
     sizes = dict(zip(("train", "val", "test"), (len(p[0]) for p in parts)))
     normalizer = feature_normalizer(parts[0][0])
     info = DataInfo(
-        name=name, task=task, input_shape=tuple(x.shape[1:]), input_dtype="float32",
-        num_classes=num_classes, num_targets=y.shape[1] if task == "regression" else None,
+        name=name, task=kind.name, input_shape=tuple(x.shape[1:]), input_dtype="float32",
+        num_classes=num_classes, num_targets=kind.num_targets(y.shape[-1]),
         class_names=list(class_names) if class_names is not None else None, sizes=sizes,
         fingerprint=fingerprint_arrays(x, y, presplit), source=source,
         input_range=(float(x.min()), float(x.max())), preprocessing=normalizer)
-    if task == "regression":
+    if kind.targets:
         info.target_mean = parts[0][1].mean(axis=0).astype("float32")
         info.target_std = np.maximum(parts[0][1].std(axis=0), 1e-6).astype("float32")
     splits = [tf.data.Dataset.from_tensor_slices(part) for part in parts]

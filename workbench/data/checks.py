@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.data.core import LABEL_KINDS
 
 MIN_EXAMPLES_PER_SPLIT = 1
 
@@ -45,7 +44,7 @@ class LabelStats:
         self.maximum = -np.inf
         self.width = None
         self.distinct = set()
-        self.binary_matrix = True
+        self.zero_one = True
 
     def add_batch(self, y):
         """`y`: labels of several examples, first axis the examples."""
@@ -69,50 +68,19 @@ class LabelStats:
             self.minimum = min(self.minimum, float(values.min()))
             self.maximum = max(self.maximum, float(values.max()))
             if not np.isin(values, (0, 1)).all():
-                self.binary_matrix = False
+                self.zero_one = False
             if len(self.distinct) <= self.MAX_DISTINCT:
                 self.distinct.update(np.unique(values).tolist())
 
-    def infer_task(self) -> str:
-        if self.width and self.width > 1:
-            return "multilabel" if self.binary_matrix else "regression"
-        if self.is_integer and self.minimum >= 0 and (
-                len(self.distinct) <= max(2, min(1000, self.count // 5))):
-            return "binary" if self.distinct <= {0, 1} else "multiclass"
-        return "regression"
 
+def label_reader(task, where="the data"):
+    """What reads the labels for `task` (a name, `None` to let the labels say, or a reader
+    already): the supervised family's `workbench.tasks.labels.Labels`, which knows the tasks."""
+    if hasattr(task, "resolve"):
+        return task
+    from workbench.tasks.labels import Labels
 
-def check_labels(stats: LabelStats, task: str, where: str, num_classes=None):
-    """Labels against the task: integer classes in range, 0/1 for binary and multi-label,
-    finite targets for regression."""
-    if task not in LABEL_KINDS:
-        return
-    if stats.nonfinite:
-        raise WorkbenchError(f"{where}: {stats.nonfinite} label value(s) are NaN or infinite")
-    if task in ("multiclass", "binary"):
-        if stats.width and stats.width > 1:
-            raise WorkbenchError(
-                f"{where}: task '{task}' needs one integer class id per example, got "
-                f"{stats.width} label values per example (use --set task=multilabel or "
-                "task=regression)")
-        if not stats.is_integer:
-            raise WorkbenchError(
-                f"{where}: task '{task}' needs integer class ids, got fractional labels (e.g. "
-                "regression targets); use --set task=regression or integer labels")
-        if stats.minimum < 0:
-            raise WorkbenchError(f"{where}: class ids must be >= 0, found {stats.minimum:g}")
-        limit = 2 if task == "binary" else num_classes
-        if limit is not None and stats.maximum >= limit:
-            raise WorkbenchError(
-                f"{where}: label {stats.maximum:g} is out of range for {limit} classes "
-                f"(class ids must be 0..{limit - 1})")
-        if len(stats.distinct) < 2:
-            raise WorkbenchError(
-                f"{where}: every example has the same label ({next(iter(stats.distinct), '?')}); "
-                "a classifier needs at least two classes")
-    if task == "multilabel" and not stats.binary_matrix:
-        raise WorkbenchError(f"{where}: task 'multilabel' needs 0/1 labels (one column per "
-                             f"label), found values from {stats.minimum:g} to {stats.maximum:g}")
+    return Labels(task, where)
 
 
 def split_assignment(count, seed, val_fraction, test_fraction, labels=None, where="data"):

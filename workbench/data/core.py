@@ -9,9 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-# The kinds of label a labelled source can hold (what `checks.LabelStats` infers and checks).
-LABEL_KINDS = ("multiclass", "binary", "multilabel", "regression")
-TASKS = LABEL_KINDS
 
 
 @dataclass
@@ -20,12 +17,12 @@ class DataInfo:
 
     Args:
         name: short name of the data set (for the report).
-        task: the run's task (for labelled data one of `LABEL_KINDS`).
+        task: the name of the run's task (the task family decides it).
         input_shape: shape of one example's input, without the batch dimension (a dict of shapes
             for inputs with several named features).
         input_dtype: dtype of the input (`"float32"`, `"int32"`, `"string"`, or a dict).
-        num_classes: classes (multiclass, binary: 2) or labels (multilabel); `None` otherwise.
-        num_targets: regression outputs; `None` otherwise.
+        num_classes: classes (2 for a 0/1 label) or label columns; `None` otherwise.
+        num_targets: real-valued target columns; `None` otherwise.
         class_names: names of the classes or labels, in label order, where known.
         vocabulary_size: token vocabulary for text and language models.
         sizes: examples per split (`train`, `val`, `test`), where known.
@@ -35,7 +32,7 @@ class DataInfo:
             describes, adapted on the training split (`None` when inputs are used as they are).
         input_range: `(low, high)` of the input values where known (images: (0, 255) from
             files, (0, 1) for the bundled digits), for a builder's `Rescaling`.
-        target_mean, target_std: moments of the training targets (regression), so a builder
+        target_mean, target_std: moments of the real-valued training targets, so a builder
             can predict in standardized units and rescale its output.
     """
 

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.data.arrays import resolve_task
-from workbench.data.checks import LabelStats, check_labels, select_split, split_assignment
+from workbench.data.checks import LabelStats, label_reader, select_split, split_assignment
 from workbench.data.core import Data, DataInfo
 from workbench.errors import WorkbenchError, suggest
 
@@ -110,23 +109,19 @@ def load_csv(path, seed=0, task=None, val_fraction=0.1, test_fraction=0.2, targe
         class_names = sorted(set(raw_targets))
         lookup = {name: i for i, name in enumerate(class_names)}
         y = np.asarray([lookup[v] for v in raw_targets], dtype="int64")
-        if task == "regression":
-            raise WorkbenchError(f"{where} holds text, not numbers; a regression target must "
-                                 "be numeric")
     stats = LabelStats()
     stats.add_batch(y)
-    task = resolve_task(stats, task, where)
-    if task == "multilabel":
-        raise WorkbenchError(f"{where}: a CSV target is one column; multi-label CSVs are not "
+    kind = label_reader(task, where).resolve(stats)
+    if class_names is not None and kind.targets:
+        raise WorkbenchError(f"{where} holds text, not numbers; a {kind.name} target must "
+                             "be numeric")
+    if kind.label_columns:
+        raise WorkbenchError(f"{where}: a CSV target is one column; {kind.name} CSVs are not "
                              "supported (use a TFRecord or module:function source)")
-    num_classes = None
-    if task in ("multiclass", "binary"):
-        num_classes = 2 if task == "binary" else (len(class_names) if class_names
-                                                  else int(stats.maximum) + 1)
-    check_labels(stats, task, where, num_classes)
+    num_classes = kind.num_classes(stats, class_names)
+    kind.check(stats, where, num_classes)
     assignment = split_assignment(len(y), seed, val_fraction, test_fraction,
-                                  y if task in ("multiclass", "binary") else None,
-                                  where=f"'{path}'")
+                                  y if kind.class_ids else None, where=f"'{path}'")
     features = [name for i, name in enumerate(header) if i != target_index]
     if not features:
         raise WorkbenchError(f"'{path}' has no feature columns besides the target '{target}'")
@@ -143,13 +138,7 @@ def load_csv(path, seed=0, task=None, val_fraction=0.1, test_fraction=0.2, targe
         label = columns[target_index]
         if label_table is not None:
             label = tf.argmax(tf.cast(tf.equal(label_table, tf.strings.strip(label)), tf.int32))
-        if task == "regression":
-            label = tf.reshape(tf.cast(label, tf.float32), (1,))
-        elif task == "binary":
-            label = tf.cast(label, tf.float32)
-        else:
-            label = tf.cast(label, tf.int32)
-        return x, label
+        return x, kind.as_tensor(label)
 
     examples = rows.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
     splits = [select_split(examples, assignment, code) for code in (0, 1, 2)]
@@ -166,11 +155,11 @@ def load_csv(path, seed=0, task=None, val_fraction=0.1, test_fraction=0.2, targe
     width = int(encoded[0].element_spec[0].shape[-1])
     sizes = {name: int(np.sum(assignment == code))
              for code, name in enumerate(("train", "val", "test"))}
-    info = DataInfo(name=Path(path).stem, task=task, input_shape=(width,),
-                    num_classes=num_classes, num_targets=1 if task == "regression" else None,
+    info = DataInfo(name=Path(path).stem, task=kind.name, input_shape=(width,),
+                    num_classes=num_classes, num_targets=kind.num_targets(1),
                     class_names=class_names, sizes=sizes, fingerprint=fingerprint,
                     source=str(path), preprocessing=space)
-    if task == "regression":
+    if kind.targets:
         train_targets = y[assignment == 0].astype("float64")
         info.target_mean = np.asarray([train_targets.mean()], "float32")
         info.target_std = np.asarray([max(train_targets.std(), 1e-6)], "float32")

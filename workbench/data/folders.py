@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.data.checks import split_assignment
+from workbench.data.checks import label_reader, split_assignment
 from workbench.data.core import Data, DataInfo
 from workbench.errors import WorkbenchError
 
@@ -119,10 +119,10 @@ def load_image_folder(directory, seed=0, task=None, val_fraction=0.1, test_fract
     """Images in class subfolders -> float32 `(height, width, channels)` in [0, 255], int labels."""
     from keras.src.utils import image_dataset_utils
 
-    if task not in (None, "multiclass", "binary"):
-        raise WorkbenchError(f"a class-per-folder image set is a classification task, not "
-                             f"'{task}'")
+    reader = label_reader(task, f"data folder '{directory}'")
+    reader.for_class_folders(2, "image")  # a non-classification task is refused before the scan
     paths, labels, class_names = _index(directory, IMAGE_FORMATS, "images")
+    kind = reader.for_class_folders(len(class_names), "image")
     _check_images(paths)
     channels = {"rgb": 3, "grayscale": 1, "rgba": 4}.get(color_mode)
     if channels is None:
@@ -138,21 +138,14 @@ def load_image_folder(directory, seed=0, task=None, val_fraction=0.1, test_fract
 
     datasets, sizes, assignment = _splits(paths, labels, make, seed, val_fraction,
                                           test_fraction, f"data folder '{directory}'")
-    task = task or ("binary" if len(class_names) == 2 else "multiclass")
-    info = DataInfo(name=Path(directory).name, task=task, input_shape=(*image_size, channels),
-                    num_classes=2 if task == "binary" else len(class_names),
+    info = DataInfo(name=Path(directory).name, task=kind.name,
+                    input_shape=(*image_size, channels),
+                    num_classes=kind.num_classes(None, class_names),
                     class_names=class_names, sizes=sizes,
                     fingerprint=_fingerprint(paths, labels, assignment), source=str(directory),
                     input_range=(0.0, 255.0))
-    if task == "binary":
-        datasets = [d.map(lambda x, y: (x, _as_float(y))) for d in datasets]
+    datasets = [d.map(lambda x, y: (x, kind.as_tensor(y))) for d in datasets]
     return Data(*datasets, info=info, train_shuffled=True)
-
-
-def _as_float(y):
-    import tensorflow as tf
-
-    return tf.cast(y, tf.float32)
 
 
 def load_text_folder(directory, seed=0, task=None, val_fraction=0.1, test_fraction=0.2,
@@ -165,10 +158,10 @@ def load_text_folder(directory, seed=0, task=None, val_fraction=0.1, test_fracti
     import tensorflow as tf
     from keras.src.utils import text_dataset_utils
 
-    if task not in (None, "multiclass", "binary"):
-        raise WorkbenchError(f"a class-per-folder text set is a classification task, not "
-                             f"'{task}'")
+    reader = label_reader(task, f"data folder '{directory}'")
+    reader.for_class_folders(2, "text")  # a non-classification task is refused before the scan
     paths, labels, class_names = _index(directory, TEXT_FORMATS, "text files")
+    kind = reader.for_class_folders(len(class_names), "text")
     _check_texts(paths)
 
     def make(split_paths, split_labels, shuffle):
@@ -188,12 +181,12 @@ def load_text_folder(directory, seed=0, task=None, val_fraction=0.1, test_fracti
 
     def vectorize(text, label):
         tokens = tf.cast(vectorizer(text[None])[0], tf.int32)
-        return tokens, tf.cast(label, tf.float32) if task == "binary" else label
+        return tokens, kind.as_tensor(label)
 
-    task = task or ("binary" if len(class_names) == 2 else "multiclass")
     datasets = [d.map(vectorize, num_parallel_calls=tf.data.AUTOTUNE) for d in datasets]
-    info = DataInfo(name=Path(directory).name, task=task, input_shape=(int(sequence_length),),
-                    input_dtype="int32", num_classes=2 if task == "binary" else len(class_names),
+    info = DataInfo(name=Path(directory).name, task=kind.name,
+                    input_shape=(int(sequence_length),), input_dtype="int32",
+                    num_classes=kind.num_classes(None, class_names),
                     class_names=class_names, vocabulary_size=vocabulary_size, sizes=sizes,
                     fingerprint=_fingerprint(paths, labels, assignment), source=str(directory),
                     preprocessing=vectorizer)

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.data.arrays import resolve_task
-from workbench.data.checks import (LabelStats, check_fractions, check_labels, count_nonfinite,
+from workbench.data.checks import (LabelStats, check_fractions, count_nonfinite, label_reader,
                                    select_split)
 from workbench.data.core import Data, DataInfo
 from workbench.errors import WorkbenchError
@@ -76,21 +75,6 @@ def _ragged(spec):
     return any(s.shape.rank is None or None in s.shape.as_list() for s in specs)
 
 
-def _labels_as(task):
-    import tensorflow as tf
-
-    def convert(x, y):
-        if task in ("multiclass",):
-            return x, tf.cast(tf.reshape(y, ()), tf.int32)
-        if task == "binary":
-            return x, tf.cast(tf.reshape(y, ()), tf.float32)
-        if task == "regression":
-            return x, tf.reshape(tf.cast(y, tf.float32), (-1,))
-        return x, tf.cast(y, tf.float32)
-
-    return convert
-
-
 def from_streams(splits, *, name, source, seed, task, val_fraction, test_fraction,
                  class_names=None):
     """Check and complete `splits` (a dict of train/val/test data sets; val and test may be
@@ -129,7 +113,7 @@ def from_streams(splits, *, name, source, seed, task, val_fraction, test_fractio
         merged.is_integer &= stats.is_integer
         merged.minimum = min(merged.minimum, stats.minimum)
         merged.maximum = max(merged.maximum, stats.maximum)
-        merged.binary_matrix &= stats.binary_matrix
+        merged.zero_one &= stats.zero_one
         merged.distinct |= stats.distinct
         if merged.width is None:
             merged.width = stats.width
@@ -138,16 +122,11 @@ def from_streams(splits, *, name, source, seed, task, val_fraction, test_fractio
                                  f"in one split and {stats.width} in {split}")
     if len(shapes) > 1:
         raise WorkbenchError(f"'{source}': the splits' example shapes differ: {sorted(shapes)}")
-    task = resolve_task(merged, task, f"'{source}'")
-    num_classes = None
-    if task in ("multiclass", "binary"):
-        num_classes = 2 if task == "binary" else (len(class_names) if class_names
-                                                  else int(merged.maximum) + 1)
-    elif task == "multilabel":
-        num_classes = merged.width
-    check_labels(merged, task, f"'{source}' labels", num_classes)
-    convert = _labels_as(task)
-    datasets = [splits[s].map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    kind = label_reader(task, f"'{source}'").resolve(merged)
+    num_classes = kind.num_classes(merged, class_names)
+    kind.check(merged, f"'{source}' labels", num_classes)
+    datasets = [splits[s].map(lambda x, y: (x, kind.as_tensor(y)),
+                              num_parallel_calls=tf.data.AUTOTUNE)
                 for s in ("train", "val", "test")]
     x_spec = datasets[0].element_spec[0]
     if isinstance(x_spec, dict):
@@ -155,9 +134,8 @@ def from_streams(splits, *, name, source, seed, task, val_fraction, test_fractio
         input_dtype = {k: v.dtype.name for k, v in x_spec.items()}
     else:
         input_shape, input_dtype = tuple(x_spec.shape), x_spec.dtype.name
-    info = DataInfo(name=name, task=task, input_shape=input_shape, input_dtype=input_dtype,
-                    num_classes=num_classes,
-                    num_targets=merged.width if task == "regression" else None,
+    info = DataInfo(name=name, task=kind.name, input_shape=input_shape, input_dtype=input_dtype,
+                    num_classes=num_classes, num_targets=kind.num_targets(merged.width),
                     class_names=class_names, sizes=sizes,
                     fingerprint=hashlib.sha256("".join(digests).encode()).hexdigest()[:16],
                     source=source)

@@ -270,8 +270,8 @@ def train_language_model(model, corpus_train, corpus_val, recipe, settings, *, s
     stopping = components.CALLBACKS.build("early_stopping", {
         # Never stops for patience: it stops on a NaN/inf loss and keeps the last good weights.
         "monitor": "loss", "patience": epochs + 1, "restore_best_weights": False})
-    callbacks = [progress, _Curves(state, settings, epoch_micro, progress, run_dir, say),
-                 stopping]
+    callbacks = [progress, _Curves(state, settings, epoch_micro, progress,
+                                   run_dir if checkpointing else None, say), stopping]
     if checkpointing:
         callbacks.append(components.CALLBACKS.build("backup_and_restore", {
             "backup_dir": str(run_dir / BACKUP_DIR), "double_checkpoint": True,
@@ -293,7 +293,7 @@ def train_language_model(model, corpus_train, corpus_val, recipe, settings, *, s
     elapsed = time.perf_counter() - started
     state.train_seconds += elapsed - progress.validation_seconds
     state.total_seconds = elapsed
-    if checkpointing and not model.stop_training and (run_dir / STATE_FILE).is_file():
+    if checkpointing and (run_dir / STATE_FILE).is_file():
         (run_dir / STATE_FILE).unlink()  # the backup is gone too (Keras deletes it at the end)
     stop_reason = stopping.stop_reason
     if stop_reason:

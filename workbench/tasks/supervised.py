@@ -3,7 +3,7 @@
 The task decides the loss, the metrics, the early-stopping and plateau monitor, the search
 objective, the activation of the model's last layer, and what `verify` measures on every exported
 `.tflite` file. A recipe names its task (`--set task=regression`) or lets the labels say
-(`workbench.data.checks.LabelStats`). `SupervisedTask` is the family's `Task`: it trains by epochs
+(`workbench.tasks.labels`, over `workbench.data.checks.LabelStats`). `SupervisedTask` is the family's `Task`: it trains by epochs
 with `model.fit` (workbench.training) and offers every stage but `generate`.
 
 | task           | labels                       | output               | loss                            |
@@ -194,7 +194,10 @@ class SupervisedTask(Task):
     def load_data(self, recipe):
         from workbench.data import load_data
 
-        data = load_data(recipe.data, seed=recipe.seed, task=recipe.task, **recipe.data_options)
+        from workbench.tasks.labels import Labels
+
+        labels = Labels(recipe.task, f"data '{recipe.data}'")
+        data = load_data(recipe.data, seed=recipe.seed, task=labels, **recipe.data_options)
         self.name = data.info.task  # inferred from the labels when the recipe names none
         return data
 

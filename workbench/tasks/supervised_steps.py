@@ -136,7 +136,6 @@ def verify(ctx, task_name):
 
 def prune(ctx):
     from workbench.compression.pruning import prune as prune_model
-    from workbench.compression.stage_outputs import adopt_model, export_variants
     from workbench.compression.training import FineTuning
 
     model = ctx.require_model("prune")
@@ -150,14 +149,8 @@ def prune(ctx):
         fine_tuning=FineTuning.from_recipe(ctx.recipe, settings.learning_rate_factor))
     for name, fraction in result.layer_sparsity.items():
         ctx.say(f"  {name}: {fraction:.1%} zeros")
-    for name, why in result.skipped_layers.items():
-        ctx.say(f"  {name}: left dense (it {why})")
-    metrics = adopt_model(ctx, result.model, "pruned")
-    ctx.say(f"  pruned model: test accuracy {metrics.get('test_accuracy', float('nan')):.4f}")
-    variants = export_variants(ctx, result.model, "pruned")
-    return {**metrics, "layer_sparsity": result.layer_sparsity,
-            "skipped_layers": result.skipped_layers, "fine_tuning_losses": result.losses,
-            "exports": variants}
+    return {**_adopt_and_export(ctx, result, "pruned", "dense"),
+            "layer_sparsity": result.layer_sparsity}
 
 
 def quantize(ctx):
@@ -195,7 +188,6 @@ def quantize(ctx):
 
 def cluster(ctx):
     from workbench.compression.clustering import cluster as cluster_model
-    from workbench.compression.stage_outputs import adopt_model, export_variants
     from workbench.compression.training import FineTuning
 
     model = ctx.require_model("cluster")
@@ -208,14 +200,21 @@ def cluster(ctx):
         fine_tuning=FineTuning.from_recipe(ctx.recipe, settings.learning_rate_factor))
     for name, count in result.unique_values.items():
         ctx.say(f"  {name}: {count} distinct weight values")
-    for name, why in result.skipped_layers.items():
-        ctx.say(f"  {name}: left unclustered (it {why})")
-    metrics = adopt_model(ctx, result.model, "clustered")
-    ctx.say(f"  clustered model: test accuracy {metrics.get('test_accuracy', float('nan')):.4f}")
-    variants = export_variants(ctx, result.model, "clustered")
-    return {**metrics, "unique_values": result.unique_values,
-            "skipped_layers": result.skipped_layers, "fine_tuning_losses": result.losses,
-            "exports": variants}
+    return {**_adopt_and_export(ctx, result, "clustered", "unclustered"),
+            "unique_values": result.unique_values}
+
+
+def _adopt_and_export(ctx, result, name, untouched):
+    """A TF-MOT result becomes the run's model (saved, scored) and is exported; its results."""
+    from workbench.compression.stage_outputs import adopt_model, export_variants
+
+    for layer, why in result.skipped_layers.items():
+        ctx.say(f"  {layer}: left {untouched} (it {why})")
+    metrics = adopt_model(ctx, result.model, name)
+    ctx.say(f"  {name} model: test accuracy {metrics.get('test_accuracy', float('nan')):.4f}")
+    return {**metrics, "skipped_layers": result.skipped_layers,
+            "fine_tuning_losses": result.losses,
+            "exports": export_variants(ctx, result.model, name)}
 
 
 def distill(ctx, task):
