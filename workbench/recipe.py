@@ -31,6 +31,7 @@ from workbench.settings import (
     PruneSettings, QuantizeSettings, ClusterSettings, DistillSettings)
 from workbench.lm.settings import (
     LM_QUANTIZE_MODES, SAMPLERS, TOKENIZERS, GenerateSettings, LanguageModelSettings)
+from workbench.hub.settings import FINETUNE_MODES, QLORA_BASES, FinetuneSettings
 
 @dataclass
 class Recipe:
@@ -65,9 +66,14 @@ class Recipe:
         lm: the language_model task's corpus, tokenizer, context and step-based training
             (workbench.lm.settings.LanguageModelSettings).
         generate: the `generate` stage's prompts and sampler (GenerateSettings).
+        finetune: how the causal_lm task fine-tunes a pretrained preset (mode, LoRA rank,
+            alpha, targets, QLoRA base; workbench.hub.settings.FinetuneSettings).
+        remat: rematerialize each Transformer block in the backward pass (Keras' RematScope;
+            JAX backend; workbench.hub.remat).
         fast: overrides applied by `--fast` for a seconds-long smoke run.
         student: builder of a smaller model for the `distill` stage (same signature as `model`).
-        strategy: `tf.distribute` strategy: auto, default, one_device, mirrored, multi_worker, tpu.
+        strategy: `tf.distribute` strategy: auto, default, one_device, mirrored, multi_worker, tpu;
+            or on JAX a `keras.distribution` one: data_parallel, model_parallel.
         precision: float32, mixed_float16 or mixed_bfloat16.
         scale_lr: how the learning rate follows the replica count: linear, sqrt or none.
         backup_interval_seconds: least time between two training-state backups (for --resume);
@@ -94,6 +100,7 @@ class Recipe:
     batch_size: int = 32
     seed: int = 0
     jit_compile: bool = False
+    remat: bool = False
     backup_interval_seconds: float = 10.0
     strategy: str = "auto"
     precision: str = "float32"
@@ -112,6 +119,7 @@ class Recipe:
     distill: DistillSettings = field(default_factory=DistillSettings)
     lm: LanguageModelSettings = field(default_factory=LanguageModelSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     stages: tuple[str, ...] = ("train", "evaluate", "export", "verify")
     fast: dict = field(default_factory=lambda: {"epochs": 2})
 
@@ -190,7 +198,12 @@ class Recipe:
                 value = self.data_options[fraction]
                 checks.append((isinstance(value, (int, float)) and 0 < value < 1,
                                f"data_options.{fraction} must be in (0, 1), got {value!r}"))
-        checks += [(False, message) for message in self.lm.problems() + self.generate.problems()]
+        checks += [(False, message) for message in self.lm.problems() + self.generate.problems()
+                   + self.finetune.problems()]
+        if self.finetune.base_quantization in ("gptq", "awq"):
+            checks.append((False, f"finetune.base_quantization '{self.finetune.base_quantization}'"
+                                  " cannot carry LoRA adapters (Keras has no LoRA on GPTQ/AWQ "
+                                  "layers); use int8 or int4 for qlora"))
         for ok, message in checks:
             if not ok:
                 raise WorkbenchError(message)
@@ -202,7 +215,9 @@ class Recipe:
                    ("quantize.mode", self.quantize.mode, QUANTIZE_MODES),
                    ("cluster.init", self.cluster.init, CLUSTER_INITS),
                    ("lm.tokenizer", self.lm.tokenizer, TOKENIZERS),
-                   ("generate.sampler", self.generate.sampler, SAMPLERS)]
+                   ("generate.sampler", self.generate.sampler, SAMPLERS),
+                   ("finetune.mode", self.finetune.mode, FINETUNE_MODES),
+                   ("finetune.base_quantization", self.finetune.base_quantization, QLORA_BASES)]
         for key, value, valid in choices:
             if value not in valid:
                 raise WorkbenchError(f"unknown {key} '{value}': {suggest(value, valid)}")

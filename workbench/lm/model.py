@@ -218,6 +218,9 @@ def flops_per_token(model, training=True):
     width = embedding.output_dim if embedding is not None else 0
     positions = sum(int(math.prod(w.shape)) for w in model.weights
                     if "position" in w.path and "embedding" in w.path)
-    parameters = sum(int(math.prod(w.shape)) for w in model.trainable_weights) - positions
+    # Every weight multiplies in the forward pass, trainable or frozen (fine-tuning with LoRA);
+    # the adapters' own factors are left out.
+    parameters = sum(int(math.prod(w.shape)) for w in model.weights
+                     if not w.path.endswith(("lora_kernel_a", "lora_kernel_b"))) - positions
     forward = 2 * parameters + 4 * len(blocks) * context * width
     return 3 * forward if training else forward

@@ -23,10 +23,11 @@ class LanguageData(Data):
     corpus: Any = None
 
 
-def load_language_data(recipe) -> LanguageData:
-    """The recipe's corpus as `LanguageData` (`test` is the validation split)."""
+def load_language_data(recipe, tokenizer=None) -> LanguageData:
+    """The recipe's corpus as `LanguageData` (`test` is the validation split), tokenized by
+    `lm.tokenizer`, or by `tokenizer` when one is given."""
     settings = recipe.lm
-    corpus = load_corpus(recipe.data, settings.tokenizer,
+    corpus = load_corpus(recipe.data, tokenizer or settings.tokenizer,
                          recipe.data_options.get("val_fraction", DEFAULT_VAL_FRACTION),
                          settings.context, settings.bpe_vocabulary_size)
     context = settings.context
@@ -52,9 +53,18 @@ def _corpus_summary(data):
 
 def fit(ctx):
     """Build the recipe's model under the run's strategy and train it for `lm.steps` steps."""
+    from workbench.builders import build_model, hyperparameters
+
+    with ctx.strategy.scope():
+        model = build_model(ctx.recipe, hyperparameters(ctx), ctx.require_data("train").info)
+    return train_built(ctx, model)
+
+
+def train_built(ctx, model):
+    """Compile `model` (built under the run's strategy) and train it for `lm.steps` steps: the
+    `Trained` model, curves, learning rates and results."""
     import keras
 
-    from workbench.builders import build_model, hyperparameters
     from workbench.lm.model import flops_per_token
     from workbench.lm.training import (
         check_context, compile_language_model, effective_steps_per_execution,
@@ -67,9 +77,8 @@ def fit(ctx):
     # Keras 3.15's multi-step loop fails under MirroredStrategy (a while-loop placeholder without
     # a value): one step per execution there.
     spe = effective_steps_per_execution(settings) if replicas == 1 else 1
+    check_context(model, settings.context)
     with ctx.strategy.scope():
-        model = build_model(recipe, hyperparameters(ctx), data.info)
-        check_context(model, settings.context)
         compile_language_model(model, recipe, settings, replicas, spe)
     parameters = int(model.count_params())
     ctx.say(f"  {model.name}: {parameters:,} parameters, context {settings.context}, "

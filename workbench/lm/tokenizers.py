@@ -123,6 +123,9 @@ class BytePairTokens(ByteTokens):
 
 
 def make_tokenizer(name, training_bytes=b"", vocabulary_size=512):
+    """A tokenizer by name, or `name` itself when it is already one (a preset's tokenizer)."""
+    if not isinstance(name, str):
+        return name
     if name == "byte":
         return ByteTokens()
     if name == "bpe":

@@ -23,7 +23,7 @@ from workbench.errors import WorkbenchError, suggest
 
 # Modules whose import registers a family; imported on the first lookup by name, so that the
 # registry knows every bundled family without importing their heavy dependencies up front.
-FAMILY_MODULES = ("workbench.tasks.supervised", "workbench.lm.task")
+FAMILY_MODULES = ("workbench.tasks.supervised", "workbench.lm.task", "workbench.hub.task")
 
 _REGISTRY: dict = {}
 

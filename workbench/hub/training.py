@@ -1,0 +1,74 @@
+"""The train stage of the `causal_lm` family: load the preset, score it, make the chosen weights
+trainable, train by steps with the language-model family's loop, score it again, and write the
+adapter and the merged model."""
+
+from __future__ import annotations
+
+# How many validation windows the merged model and the adapter are compared on.
+PARITY_WINDOWS = 4
+
+
+def _evaluate(ctx, model):
+    from workbench.lm.pipeline import evaluate
+
+    return evaluate(ctx, model)
+
+
+def finetune(ctx, info):
+    from workbench.builders import build_model, hyperparameters
+    from workbench.hub import finetune as ft
+    from workbench.hub.model import backbone_of, wrap_causal_lm
+    from workbench.hub.remat import remat_scope
+    from workbench.lm.pipeline import train_built
+    from workbench.lm.shipping import _windows
+
+    recipe, settings = ctx.recipe, ctx.recipe.finetune
+    data = ctx.require_data("train")
+    with ctx.strategy.scope(), remat_scope(recipe.remat):
+        model = build_model(recipe, hyperparameters(ctx), data.info)
+    before = _evaluate(ctx, model)
+    ctx.say(f"  {info.family} preset {info.path}: val loss {before['val_loss']:.4f} before "
+            f"fine-tuning ({before['windows']:,} windows)")
+    with ctx.strategy.scope():
+        ft.apply_mode(model, settings)
+    trainable, total = ft.trainable_parameters(model), ft.total_parameters(model)
+    mode = settings.mode + (f" ({settings.base_quantization} base)"
+                            if settings.mode == "qlora" else "")
+    adapters = (f", rank {settings.rank}, alpha {settings.alpha or settings.rank} on "
+                f"{', '.join(ft.adapted_layer_names(backbone_of(model)))}"
+                if settings.mode in ("lora", "qlora") else "")
+    ctx.say(f"  {mode}: {trainable:,} of {total:,} weights train ({trainable / total:.2%})"
+            f"{adapters}")
+    trained = train_built(ctx, model)
+    after = _evaluate(ctx, model)
+    results = trained.results
+    results.update({
+        "preset": str(info.path), "family": info.family, "mode": settings.mode,
+        "rank": settings.rank if settings.mode in ("lora", "qlora") else None,
+        "alpha": settings.alpha if settings.mode in ("lora", "qlora") else None,
+        "base_quantization": settings.base_quantization if settings.mode == "qlora" else None,
+        "trainable_parameters": trainable, "total_parameters": total,
+        "trainable_fraction": trainable / total,
+        "optimizer_state_bytes": ft.optimizer_state_bytes(model.optimizer),
+        "peak_rss_bytes": ft.peak_rss_bytes(), "remat": recipe.remat,
+        "val_loss_before": before["val_loss"], "val_loss_after": after["val_loss"],
+        "perplexity_before": before["perplexity"], "perplexity_after": after["perplexity"],
+        "eval_windows": after["windows"]})
+    windows = _windows(data.corpus.val, recipe.lm.context, PARITY_WINDOWS)[:, :-1]
+    merged = ft.merged_copy(model)
+    results["merged_max_logit_difference"] = ft.max_logit_difference(model, merged, windows)
+    if settings.mode in ("lora", "qlora"):
+        results["adapter_path"] = ft.save_adapter(model, ctx.run_dir, settings, info.path)
+        adapted = wrap_causal_lm(ft.load_adapter(results["adapter_path"], info.path),
+                                 recipe.lm.context)
+        results["adapter_max_logit_difference"] = ft.max_logit_difference(
+            model, adapted, windows)
+    ctx.say(f"  val loss {before['val_loss']:.4f} -> {after['val_loss']:.4f}; "
+            f"optimizer state {results['optimizer_state_bytes'] / 2**20:.2f} MiB, peak RSS "
+            f"{results['peak_rss_bytes'] / 2**30:.2f} GiB; merged model differs by "
+            f"{results['merged_max_logit_difference']:.2e}"
+            + (f", adapter on the preset by {results['adapter_max_logit_difference']:.2e}"
+               if "adapter_max_logit_difference" in results else "") + " (max |logit|)")
+    results["preset_path"] = ft.save_preset(merged, ctx.run_dir, info)
+    trained.model = merged
+    return trained
