@@ -1,15 +1,17 @@
 """Distribution strategies, precision, and the batch-size / learning-rate scaling rule.
 
-`--strategy` picks a real `tf.distribute` strategy:
+`--strategy` picks a real `tf.distribute` strategy, or on JAX a `keras.distribution` one:
 
-| name           | what                                                                        |
-|----------------|-----------------------------------------------------------------------------|
-| `auto`         | `mirrored` over all GPUs when there are several, else `default`              |
-| `default`      | TensorFlow's default strategy (one device, no replication)                  |
-| `one_device`   | `OneDeviceStrategy` on the first GPU, else the CPU                           |
-| `mirrored`     | `MirroredStrategy` over all GPUs (or all logical CPUs when there is no GPU)  |
-| `multi_worker` | `MultiWorkerMirroredStrategy`; the cluster comes from the `TF_CONFIG` variable |
-| `tpu`          | `TPUStrategy` on the TPU found by `TPUClusterResolver`                       |
+| name             | what                                                                          |
+|------------------|-------------------------------------------------------------------------------|
+| `auto`           | `mirrored` over all GPUs when there are several, else `default`               |
+| `default`        | TensorFlow's default strategy (one device, no replication)                    |
+| `one_device`     | `OneDeviceStrategy` on the first GPU, else the CPU                            |
+| `mirrored`       | `MirroredStrategy` over all GPUs (or all logical CPUs when there is no GPU)   |
+| `multi_worker`   | `MultiWorkerMirroredStrategy`; the cluster comes from `TF_CONFIG`             |
+| `tpu`            | `TPUStrategy` on the TPU found by `TPUClusterResolver`                        |
+| `data_parallel`  | JAX: `keras.distribution.DataParallel`, each batch split over all devices     |
+| `model_parallel` | JAX: `keras.distribution.ModelParallel`, the kernels split over all devices   |
 
 Scaling rule: the recipe's `batch_size` is per replica, so the global batch is
 `batch_size x replicas`; the learning rate follows with `scale_lr`: `linear` (Goyal et al. 2017,
@@ -18,7 +20,9 @@ lr x replicas), `sqrt` (Krizhevsky 2014, lr x sqrt(replicas), gentler for adapti
 
 On other Keras backends (JAX, PyTorch) the `tf.distribute` strategies cannot place the model:
 there `auto` means `default` (one device) and the replicating strategies are refused before any
-work (`check_strategy_backend`).
+work (`check_strategy_backend`). On JAX, `data_parallel` and `model_parallel` shard through
+`keras.distribution` instead (workbench.sharding); their batch is the global batch, so they report
+one replica and nothing is scaled; on other backends they are refused.
 
 `WORKBENCH_CPU_DEVICES=N` splits the CPU into N logical devices before TensorFlow starts, so
 mirrored training can be exercised on a machine with no GPU.
@@ -78,8 +82,16 @@ def is_chief_worker():
 TENSORFLOW_STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
 
 
-def check_strategy_backend(name: str, backend: str):
-    """A `tf.distribute` strategy asked of a model on another Keras backend is bad input."""
+def check_strategy_backend(name: str, backend: str, batch_size=None):
+    """A `tf.distribute` strategy asked of a model on another Keras backend, or a
+    `keras.distribution` one off JAX, is bad input."""
+    from workbench.sharding import JAX_STRATEGIES, check_jax_strategy
+
+    if name in JAX_STRATEGIES:
+        import keras
+
+        count = len(keras.distribution.list_devices()) if backend == "jax" else 1
+        check_jax_strategy(name, backend, count, batch_size)
     if backend != "tensorflow" and name in TENSORFLOW_STRATEGIES:
         raise WorkbenchError(
             f"strategy '{name}' is a tf.distribute strategy and needs the TensorFlow backend, "
@@ -89,6 +101,13 @@ def check_strategy_backend(name: str, backend: str):
 
 def resolve_strategy(name: str):
     import keras
+
+    from workbench.sharding import JAX_STRATEGIES, DistributionStrategy
+
+    if name in JAX_STRATEGIES:
+        # A keras.distribution must be current whenever the sharded model runs, not only while
+        # it is built: the run's stages all use it.
+        return DistributionStrategy(name).activate()
     import tensorflow as tf
 
     # Physical, not logical: listing logical devices starts the runtime, after which a

@@ -48,7 +48,8 @@ def build_parser():
                         help="continue an interrupted run in its directory: finished search "
                              "trials are kept, training restarts from its last saved epoch")
     parser.add_argument("--strategy", help="shorthand for --set strategy=NAME (auto, default, "
-                                           "one_device, mirrored, multi_worker, tpu)")
+                                           "one_device, mirrored, multi_worker, tpu; on JAX "
+                                           "data_parallel, model_parallel)")
     parser.add_argument("--model", type=Path,
                         help="start from this saved .keras model instead of training one")
     parser.add_argument("--fast", action="store_true",

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 KNOWN_EXPORT_FORMATS = ("float32", "float16", "dynamic", "int8")
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu",
+              "data_parallel", "model_parallel")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LR_SCALING = ("linear", "sqrt", "none")
 TUNERS = ("random", "grid", "bayesian", "hyperband")

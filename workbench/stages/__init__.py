@@ -59,8 +59,9 @@ def check_stage_order(stages, has_model):
 
 
 def check_backend(recipe, stages, strategy, backend=None):
-    """Stages and strategies that exist only on TensorFlow, asked of another Keras backend, are
-    bad input, found before any work or run directory."""
+    """Stages and strategies that exist only on TensorFlow, asked of another Keras backend (or
+    the JAX-only `keras.distribution` strategies off JAX), are bad input, found before any work
+    or run directory."""
     from workbench.distribute import check_strategy_backend
     from workbench.errors import WorkbenchError
 
@@ -69,6 +70,7 @@ def check_backend(recipe, stages, strategy, backend=None):
 
         backend = keras.backend.backend()
     if backend == "tensorflow":
+        check_strategy_backend(strategy, backend, recipe.batch_size)
         return
     refused = [stage for stage in stages if stage in NEEDS_TENSORFLOW]
     if refused:
@@ -79,7 +81,7 @@ def check_backend(recipe, stages, strategy, backend=None):
             f"TF-MOT are TensorFlow-only), but KERAS_BACKEND is '{backend}'; drop "
             f"{'them' if len(refused) > 1 else 'it'} from --stages or run with "
             "KERAS_BACKEND=tensorflow")
-    check_strategy_backend(strategy, backend)
+    check_strategy_backend(strategy, backend, recipe.batch_size)
 
 
 __all__ = ["NEEDS_TENSORFLOW", "STAGES", "check_backend", "check_stage_order"]
