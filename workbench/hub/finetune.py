@@ -220,12 +220,10 @@ def save_preset(model, run_dir, info, name="preset"):
 
     from workbench.hub.model import causal_lm_of
 
-    causal_lm = causal_lm_of(model)
-    # A copy with the preprocessor: attached to the run's model, it would stay tracked there (and
-    # its string lookups would reach the LiteRT export).
-    complete = type(causal_lm).from_config(causal_lm.get_config())
-    complete.set_weights(causal_lm.get_weights())
-    complete.preprocessor = info.causal_lm_class.preprocessor_cls.from_preset(str(info.path))
+    from workbench.hub.presets import with_preprocessor
+
+    complete = with_preprocessor(
+        causal_lm_of(model), info.causal_lm_class.preprocessor_cls.from_preset(str(info.path)))
     target = run_dir.path / name
     temp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=run_dir.path))
     try:

@@ -102,8 +102,18 @@ def check_context(info: PresetInfo, context):
 
 
 def load_causal_lm(info: PresetInfo, load_weights=True):
-    """The preset's `CausalLM` (backbone, preprocessor and tokenizer)."""
-    return info.causal_lm_class.from_preset(str(info.path), load_weights=load_weights)
+    """The preset's `CausalLM` without its preprocessor (the pipeline tokenizes with
+    `load_tokenizer`; string layers inside would stop Keras' `model.quantize`)."""
+    import keras_hub
+
+    backbone = keras_hub.models.Backbone.from_preset(str(info.path), load_weights=load_weights)
+    return info.causal_lm_class(backbone=backbone, preprocessor=None)
+
+
+def with_preprocessor(causal_lm, preprocessor):
+    """A `CausalLM` of the same class on the same backbone, with `preprocessor` (for
+    `save_to_preset` and `generate`)."""
+    return type(causal_lm)(backbone=causal_lm.backbone, preprocessor=preprocessor)
 
 
 def load_tokenizer(info: PresetInfo):

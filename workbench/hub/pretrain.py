@@ -53,7 +53,7 @@ def build_own_preset(directory, steps=None, say=print, seed=0):
 
     from workbench.hub.corpora import stdlib_code
     from workbench.hub.model import wrap_causal_lm
-    from workbench.hub.presets import PresetTokens
+    from workbench.hub.presets import PresetTokens, with_preprocessor
     from workbench.hub.vocabulary import train_vocabulary
     from workbench.lm.corpus import load_corpus
     from workbench.lm.settings import LanguageModelSettings
@@ -66,10 +66,11 @@ def build_own_preset(directory, steps=None, say=print, seed=0):
     keras.utils.set_random_seed(seed)
     text = stdlib_code().decode("utf-8", errors="replace")
     vocabulary, merges = train_vocabulary(text, config["vocabulary_size"])
-    causal_lm = build_causal_lm(vocabulary, merges, config["layers"], config["heads"],
-                                config["width"], config["max_sequence_length"],
-                                config["context"])
-    tokens = PresetTokens(causal_lm.preprocessor.tokenizer)
+    complete = build_causal_lm(vocabulary, merges, config["layers"], config["heads"],
+                               config["width"], config["max_sequence_length"], config["context"])
+    preprocessor = complete.preprocessor
+    causal_lm = with_preprocessor(complete, None)  # trained on token ids
+    tokens = PresetTokens(preprocessor.tokenizer)
     corpus = load_corpus("workbench.hub.corpora:stdlib_code", tokens, 0.02, config["context"])
     say(f"  pretraining the workbench's GPT-2 preset: {len(vocabulary)} BPE tokens learned, "
         f"{len(corpus.train):,} training tokens; {config['steps']} steps of "
@@ -91,7 +92,7 @@ def build_own_preset(directory, steps=None, say=print, seed=0):
     directory.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        causal_lm.save_to_preset(str(temp))
+        with_preprocessor(causal_lm, preprocessor).save_to_preset(str(temp))
         if directory.exists():
             shutil.rmtree(directory)
         temp.rename(directory)
