@@ -37,20 +37,23 @@ def _imports(path, top_level_only=False):
 
 def test_the_registry_knows_every_family_and_suggests_on_a_typo():
     from workbench.errors import WorkbenchError
+    from workbench.hub.task import CausalLMTask
     from workbench.lm.task import LanguageModelTask
     from workbench.tasks import SupervisedTask, task_class, task_names
 
-    assert task_names() == ["binary", "language_model", "multiclass", "multilabel",
+    assert task_names() == ["binary", "causal_lm", "language_model", "multiclass", "multilabel",
                             "regression"]
     assert task_class("regression") is SupervisedTask
     assert task_class("language_model") is LanguageModelTask
+    assert task_class("causal_lm") is CausalLMTask
     with pytest.raises(WorkbenchError, match="unknown task 'regresion'.*regression"):
         task_class("regresion")
 
 
 def test_the_language_model_family_never_imports_the_stages():
     offenders = [f"{module} imports {name}" for module, path in _modules()
-                 if module.startswith("workbench.lm") for name in _imports(path)
+                 if module.startswith(("workbench.lm", "workbench.hub"))
+                 for name in _imports(path)
                  if name.startswith("workbench.stages")]
     assert offenders == []
 
