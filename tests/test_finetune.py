@@ -165,8 +165,6 @@ def test_bad_input_is_refused_in_one_line_before_any_work(presets, tmp_path):
                     "beyond the preset's maximum sequence length 64"),
         "tokenizer": (["--set", f"model_options.preset={gpt2}", "--set", "lm.tokenizer=bpe"],
                       "brings its own tokenizer"),
-        "remat on tensorflow": (["--set", f"model_options.preset={gpt2}", "--set",
-                                 "remat=true"], "custom_gradient"),
         "search": (["--set", f"model_options.preset={gpt2}", "--stages", "search,train"],
                    "is fine-tuned, not searched"),
     }

@@ -68,8 +68,8 @@ class Recipe:
         generate: the `generate` stage's prompts and sampler (GenerateSettings).
         finetune: how the causal_lm task fine-tunes a pretrained preset (mode, LoRA rank,
             alpha, targets, QLoRA base; workbench.hub.settings.FinetuneSettings).
-        remat: rematerialize each Transformer block in the backward pass (Keras' RematScope;
-            JAX backend; workbench.hub.remat).
+        remat: rematerialize each Transformer block in the backward pass (`keras.remat` on
+            every block; language models; workbench.lm.remat).
         fast: overrides applied by `--fast` for a seconds-long smoke run.
         student: builder of a smaller model for the `distill` stage (same signature as `model`).
         strategy: `tf.distribute` strategy: auto, default, one_device, mirrored, multi_worker, tpu;

@@ -24,7 +24,7 @@ class CausalLMTask(LanguageModelTask):
     STAGES = frozenset({"train", "evaluate", "generate", "export", "verify", "quantize"})
     READS = (LanguageModelTask.READS - {key for key in LanguageModelTask.READS
                                         if key.startswith(("search.", "distill."))}) | {
-        "finetune", "remat"}
+        "finetune"}
     INSTEAD = {
         **LanguageModelTask.INSTEAD,
         "search": "a pretrained model is fine-tuned, not searched; set finetune.mode, "
@@ -60,10 +60,6 @@ class CausalLMTask(LanguageModelTask):
         info = self.preset_info(recipe)
         if info is not None:
             check_context(info, recipe.lm.context)
-        if recipe.remat:
-            from workbench.hub.remat import check_remat
-
-            check_remat()
 
     def load_data(self, recipe):
         from workbench.hub.presets import PresetTokens, load_tokenizer

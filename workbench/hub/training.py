@@ -18,13 +18,12 @@ def finetune(ctx, info):
     from workbench.builders import build_model, hyperparameters
     from workbench.hub import finetune as ft
     from workbench.hub.model import backbone_of, wrap_causal_lm
-    from workbench.hub.remat import remat_scope
     from workbench.lm.pipeline import train_built
     from workbench.lm.shipping import _windows
 
     recipe, settings = ctx.recipe, ctx.recipe.finetune
     data = ctx.require_data("train")
-    with ctx.strategy.scope(), remat_scope(recipe.remat):
+    with ctx.strategy.scope():
         model = build_model(recipe, hyperparameters(ctx), data.info)
     before = _evaluate(ctx, model)
     ctx.say(f"  {info.family} preset {info.path}: val loss {before['val_loss']:.4f} before "

@@ -78,6 +78,10 @@ def train_built(ctx, model):
     # a value): one step per execution there.
     spe = effective_steps_per_execution(settings) if replicas == 1 else 1
     check_context(model, settings.context)
+    if recipe.remat:
+        from workbench.lm.remat import rematerialize_blocks
+
+        ctx.say(f"  rematerializing {rematerialize_blocks(model)} Transformer blocks")
     with ctx.strategy.scope():
         compile_language_model(model, recipe, settings, replicas, spe)
     parameters = int(model.count_params())

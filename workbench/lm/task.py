@@ -21,7 +21,7 @@ class LanguageModelTask(Task):
     STAGES = frozenset({"search", "train", "evaluate", "generate", "export", "verify",
                         "quantize", "distill"})
     READS = frozenset({
-        "lm", "generate", "data_options.val_fraction", "export.formats",
+        "lm", "generate", "remat", "data_options.val_fraction", "export.formats",
         "export.representative_examples", "verify.max_examples", "verify.generate_tokens",
         "quantize.keras_modes", "quantize.group_size", "quantize.export_quantized",
         "distill.alpha", "distill.temperature", "distill.steps", "distill.learning_rate",
