@@ -47,7 +47,10 @@ def copy_model(model):
 
     OPTIMIZERS.table  # registers the workbench's classes a config may name
     # from_config keeps shared layers shared (clone_model would untie tied embeddings).
-    clone = type(model).from_config(model.get_config())
+    with warnings.catch_warnings():
+        # A KerasHub task model inside compiles itself; the copy is never trained.
+        warnings.filterwarnings("ignore", message=".*`compile\(\)` was not called.*")
+        clone = type(model).from_config(model.get_config())
     clone.set_weights(model.get_weights())
     return clone
 
