@@ -33,7 +33,7 @@ RECIPE = Recipe(
                              eval_windows=64, min_learning_rate=1e-4, max_eval_windows=256),
     generate=GenerateSettings(prompt="The with statement", prompts=("A class definition",),
                               max_tokens=80),
-    export=ExportSettings(representative_examples=64),
+    export=ExportSettings(representative_examples=32),
     stages=("train", "evaluate", "generate", "quantize", "export", "verify"),
     fast={"lm.steps": 20, "lm.warmup_steps": 4, "lm.eval_interval": 10, "lm.eval_windows": 16,
           "lm.max_eval_windows": 32, "generate.max_tokens": 16, "generate.prompts": (),
