@@ -91,7 +91,7 @@ def test_merged_model_adapter_and_fine_tuned_preset_reload_to_the_same_logits(gp
 
 def test_second_family_qwen_fine_tunes_with_its_own_tokenizer(presets, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("finetune", "--fast", "--stages", "train,evaluate,generate", "--out",
+    result = run_cli("finetune", "--fast", "--stages", "train,generate", "--out",
                      run_dir, "--set", f"model_options.preset={presets['qwen']}", *TINY,
                      timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -99,8 +99,7 @@ def test_second_family_qwen_fine_tunes_with_its_own_tokenizer(presets, tmp_path)
     train = report["stages"]["train"]
     assert train["family"] == "Qwen" and 0 < train["trainable_fraction"] <= 0.05
     assert train["adapter_max_logit_difference"] <= 1e-4
-    assert math.isfinite(report["stages"]["evaluate"]["val_loss"])
-    assert "Qwen" in report["stages"]["train"]["family"]
+    assert math.isfinite(train["val_loss_after"]) and train["steps"] == 20
     assert report["stages"]["generate"]["samples"]
 
 

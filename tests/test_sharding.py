@@ -81,6 +81,7 @@ def test_workbench_gpt_model_parallel_and_data_parallel_match_one_device():
     assert refused and "'sequential/head/kernel'" in refused and "data_parallel" in refused
 
 
+@pytest.mark.slow
 def test_keras_hub_gpt2_and_qwen_are_sharded():
     report = run_check("keras_hub")
     losses = report["losses"]
@@ -111,6 +112,7 @@ def test_keras_hub_gpt2_and_qwen_are_sharded():
     assert qwen <= split_paths(report["qwen_rule_shards"])
 
 
+@pytest.mark.slow
 def test_cli_trains_gpt_with_model_parallel(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli("gpt", "--fast", "--strategy", "model_parallel", "--stages",
