@@ -76,5 +76,7 @@ def finetune(ctx, info):
         results["preset_refused"] = f"{type(error).__name__}: {error}"
         ctx.say(f"  no preset/ written: KerasHub's save_to_preset refused the model "
                 f"({results['preset_refused'][:120]}); model.keras holds it")
-    trained.model = merged
+    # A QLoRA model stays as trained (int8/int4 base + float adapters): Keras 3.15 saves it,
+    # merging on the way, but cannot save the merged copy loaded back ("Invalid dtype: object").
+    trained.model = model if settings.mode == "qlora" else merged
     return trained
