@@ -194,3 +194,20 @@ def test_fine_tuning_the_workbench_preset_lowers_the_loss_on_new_text(tmp_path):
     train = json.loads((run_dir / "report.json").read_text())["stages"]["train"]
     assert train["val_loss_after"] < train["val_loss_before"] - 0.02
     assert train["adapter_max_logit_difference"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_lora_fine_tuning_sharded_over_8_jax_devices_matches_one_device(presets, tmp_path):
+    reports = {}
+    for strategy in ("default", "model_parallel"):
+        run_dir = tmp_path / strategy
+        result = run_cli("finetune", "--fast", "--stages", "train", "--strategy", strategy,
+                         "--out", run_dir, "--set", f"model_options.preset={presets['gpt2']}",
+                         *TINY[:4], env={"KERAS_BACKEND": "jax", "JAX_NUM_CPU_DEVICES": "8"},
+                         timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        reports[strategy] = json.loads((run_dir / "report.json").read_text())["stages"]["train"]
+    one, sharded = reports["default"], reports["model_parallel"]
+    assert sharded["val_loss_before"] == pytest.approx(one["val_loss_before"], abs=1e-4)
+    assert sharded["val_loss_after"] == pytest.approx(one["val_loss_after"], abs=1e-3)
+    assert sharded["val_loss_after"] < sharded["val_loss_before"]

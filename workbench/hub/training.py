@@ -24,12 +24,13 @@ def finetune(ctx, info):
     recipe, settings = ctx.recipe, ctx.recipe.finetune
     data = ctx.require_data("train")
     with ctx.strategy.scope():
+        # One scope for the preset's weights and the adapters: a sharding strategy checks that
+        # what a scope creates is split, and the adapters alone are too small to be.
         model = build_model(recipe, hyperparameters(ctx), data.info)
-    before = _evaluate(ctx, model)
+        before = _evaluate(ctx, model)
+        ft.apply_mode(model, settings)
     ctx.say(f"  {info.family} preset {info.path}: val loss {before['val_loss']:.4f} before "
             f"fine-tuning ({before['windows']:,} windows)")
-    with ctx.strategy.scope():
-        ft.apply_mode(model, settings)
     trainable, total = ft.trainable_parameters(model), ft.total_parameters(model)
     mode = settings.mode + (f" ({settings.base_quantization} base)"
                             if settings.mode == "qlora" else "")
