@@ -8,17 +8,11 @@ from __future__ import annotations
 PARITY_WINDOWS = 4
 
 
-def _evaluate(ctx, model):
-    from workbench.lm.pipeline import evaluate
-
-    return evaluate(ctx, model)
-
-
 def finetune(ctx, info):
     from workbench.builders import build_model, hyperparameters
     from workbench.hub import finetune as ft
     from workbench.hub.model import backbone_of, wrap_causal_lm
-    from workbench.lm.pipeline import train_built
+    from workbench.lm.pipeline import evaluate, train_built
     from workbench.lm.shipping import _windows
 
     recipe, settings = ctx.recipe, ctx.recipe.finetune
@@ -27,7 +21,7 @@ def finetune(ctx, info):
         # One scope for the preset's weights and the adapters: a sharding strategy checks that
         # what a scope creates is split, and the adapters alone are too small to be.
         model = build_model(recipe, hyperparameters(ctx), data.info)
-        before = _evaluate(ctx, model)
+        before = evaluate(ctx, model)
         ft.apply_mode(model, settings)
     ctx.say(f"  {info.family} preset {info.path}: val loss {before['val_loss']:.4f} before "
             f"fine-tuning ({before['windows']:,} windows)")
@@ -40,7 +34,7 @@ def finetune(ctx, info):
     ctx.say(f"  {mode}: {trainable:,} of {total:,} weights train ({trainable / total:.2%})"
             f"{adapters}")
     trained = train_built(ctx, model)
-    after = _evaluate(ctx, model)
+    after = evaluate(ctx, model)
     results = trained.results
     results.update({
         "preset": str(info.path), "family": info.family, "mode": settings.mode,

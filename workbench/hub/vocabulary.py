@@ -29,18 +29,11 @@ def byte_characters():
 
 
 def _merge_pair(ids, weights, pair, new_id):
-    first, second = pair
-    hits = (ids[:-1] == first) & (ids[1:] == second)
-    if first == second and hits.any():  # in runs such as "aaaa", every other match from the left
-        index = np.arange(len(hits))
-        run_start = np.maximum.accumulate(
-            np.where(hits & ~np.concatenate([[False], hits[:-1]]), index, 0))
-        hits &= (index - run_start) % 2 == 0
-    positions = np.flatnonzero(hits)
+    from workbench.lm.tokenizers import merge_positions
+
+    positions, keep = merge_positions(ids, pair)
     ids = ids.copy()
     ids[positions] = new_id
-    keep = np.ones(len(ids), dtype=bool)
-    keep[positions + 1] = False
     return ids[keep], weights[keep]
 
 

@@ -52,8 +52,9 @@ class ByteTokens:
         return json.dumps({"tokenizer": "byte"})
 
 
-def _merge(ids, pair, new_id):
-    """Replace every non-overlapping occurrence of `pair` (left to right) by `new_id`."""
+def merge_positions(ids, pair):
+    """Where a merge of `pair` lands in `ids` (every non-overlapping occurrence, left to right),
+    and the mask of the ids that stay (the second of each merged pair goes)."""
     first, second = pair
     hits = (ids[:-1] == first) & (ids[1:] == second)
     if first == second and hits.any():
@@ -63,12 +64,18 @@ def _merge(ids, pair, new_id):
             np.where(hits & ~np.concatenate([[False], hits[:-1]]), index, 0))
         hits &= (index - run_start) % 2 == 0
     positions = np.flatnonzero(hits)
+    keep = np.ones(len(ids), dtype=bool)
+    keep[positions + 1] = False
+    return positions, keep
+
+
+def _merge(ids, pair, new_id):
+    """Replace every non-overlapping occurrence of `pair` (left to right) by `new_id`."""
+    positions, keep = merge_positions(ids, pair)
     if not len(positions):
         return ids
     out = ids.copy()
     out[positions] = new_id
-    keep = np.ones(len(ids), dtype=bool)
-    keep[positions + 1] = False
     return out[keep]
 
 
