@@ -99,6 +99,8 @@ class RunContext:
     stop_after_stage: Optional[str] = None
     # The task family (workbench.tasks.Task) the run resolved; stages call it to compute.
     task: Any = None
+    # Stage name -> a markdown section of report.md that a stage writes itself.
+    sections: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.task is None and self.data is not None:

@@ -31,6 +31,7 @@ from workbench.settings import (
     PruneSettings, QuantizeSettings, ClusterSettings, DistillSettings)
 from workbench.lm.settings import (
     LM_QUANTIZE_MODES, SAMPLERS, TOKENIZERS, GenerateSettings, LanguageModelSettings)
+from workbench.federated.settings import FederatedSettings
 from workbench.hub.settings import FINETUNE_MODES, QLORA_BASES, FinetuneSettings
 
 @dataclass
@@ -68,6 +69,8 @@ class Recipe:
         generate: the `generate` stage's prompts and sampler (GenerateSettings).
         finetune: how the causal_lm task fine-tunes a pretrained preset (mode, LoRA rank,
             alpha, targets, QLoRA base; workbench.hub.settings.FinetuneSettings).
+        federated: how the `federated` stage trains across clients on Flower (clients, rounds,
+            partition, strategy, privacy; workbench.federated.settings.FederatedSettings).
         remat: rematerialize each Transformer block in the backward pass (`keras.remat` on
             every block; language models; workbench.lm.remat).
         fast: overrides applied by `--fast` for a seconds-long smoke run.
@@ -120,6 +123,7 @@ class Recipe:
     lm: LanguageModelSettings = field(default_factory=LanguageModelSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    federated: FederatedSettings = field(default_factory=FederatedSettings)
     stages: tuple[str, ...] = ("train", "evaluate", "export", "verify")
     fast: dict = field(default_factory=lambda: {"epochs": 2})
 
@@ -199,7 +203,7 @@ class Recipe:
                 checks.append((isinstance(value, (int, float)) and 0 < value < 1,
                                f"data_options.{fraction} must be in (0, 1), got {value!r}"))
         checks += [(False, message) for message in self.lm.problems() + self.generate.problems()
-                   + self.finetune.problems()]
+                   + self.finetune.problems() + self.federated.problems()]
         if self.finetune.base_quantization in ("gptq", "awq"):
             checks.append((False, f"finetune.base_quantization '{self.finetune.base_quantization}'"
                                   " cannot carry LoRA adapters (Keras has no LoRA on GPTQ/AWQ "
@@ -217,7 +221,8 @@ class Recipe:
                    ("lm.tokenizer", self.lm.tokenizer, TOKENIZERS),
                    ("generate.sampler", self.generate.sampler, SAMPLERS),
                    ("finetune.mode", self.finetune.mode, FINETUNE_MODES),
-                   ("finetune.base_quantization", self.finetune.base_quantization, QLORA_BASES)]
+                   ("finetune.base_quantization", self.finetune.base_quantization, QLORA_BASES),
+                   *self.federated.names()]
         for key, value, valid in choices:
             if value not in valid:
                 raise WorkbenchError(f"unknown {key} '{value}': {suggest(value, valid)}")

@@ -156,6 +156,8 @@ def markdown(ctx, report):
         lines += [f"| {t['trial']} | {t['status']} | {_short(t['score'])} | {t['hyperparameters']} |"
                   for t in search["trials"]]
         lines.append("")
+    for section in ctx.sections.values():
+        lines += [section, ""]
     lines += ["## Stages", "", "| stage | seconds | details |", "|---|---|---|"]
     for name, info in report["stages"].items():
         details = ", ".join(f"{k}={_short(v)}" for k, v in info.items()

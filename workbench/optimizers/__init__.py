@@ -9,6 +9,7 @@ from workbench.optimizers.gradient_noise import GradientNoise
 from workbench.optimizers.lars import LARS
 from workbench.optimizers.lookahead import Lookahead
 from workbench.optimizers.prodigy import Prodigy
+from workbench.optimizers.proximal import Proximal
 from workbench.optimizers.radam import RAdam
 from workbench.optimizers.shampoo import Shampoo
 from workbench.optimizers.soap import SOAP
@@ -21,6 +22,7 @@ __all__ = [
     "Lookahead",
     "OptimizerWrapper",
     "Prodigy",
+    "Proximal",
     "RAdam",
     "SOAP",
     "Shampoo",

@@ -8,6 +8,7 @@ from workbench.stages.cluster import cluster
 from workbench.stages.distill import distill
 from workbench.stages.evaluate import evaluate
 from workbench.stages.export import export
+from workbench.stages.federated import federated
 from workbench.stages.generate import generate
 from workbench.stages.lr_find import lr_find
 from workbench.stages.prune import prune
@@ -20,6 +21,7 @@ STAGES = {
     "lr_find": lr_find,
     "search": search,
     "train": train,
+    "federated": federated,
     "evaluate": evaluate,
     "generate": generate,
     "export": export,
@@ -32,7 +34,7 @@ STAGES = {
 
 # What a stage needs from the stages before it. A model comes from train, distill's student
 # or --model; verify needs a .tflite file written by export or a compression stage.
-MAKES_MODEL = {"train"}
+MAKES_MODEL = {"train", "federated"}
 NEEDS_MODEL = {"evaluate", "export", "prune", "quantize", "cluster", "distill", "generate"}
 MAKES_TFLITE = {"export", "prune", "quantize", "cluster", "distill"}
 

@@ -165,6 +165,9 @@ class Task:
     def fit(self, ctx):
         self._unsupported("train")
 
+    def federated(self, ctx):
+        self._unsupported("federated")
+
     def evaluate(self, ctx, model):
         self._unsupported("evaluate")
 
@@ -209,7 +212,7 @@ class Task:
         return None, {}
 
 
-STAGE_ORDER = ("lr_find", "search", "train", "evaluate", "generate", "export", "verify", "prune",
+STAGE_ORDER = ("lr_find", "search", "train", "federated", "evaluate", "generate", "export", "verify", "prune",
                "quantize", "cluster", "distill")
 
 

@@ -168,7 +168,7 @@ class SupervisedTask(Task):
     """Labelled examples, trained by epochs with `model.fit`; every stage but `generate`."""
 
     NAMES = tuple(TASKS)
-    STAGES = frozenset({"lr_find", "search", "train", "evaluate", "export", "verify", "prune",
+    STAGES = frozenset({"lr_find", "search", "train", "federated", "evaluate", "export", "verify", "prune",
                         "quantize", "cluster", "distill"})
     READS = frozenset({
         "data_options", "regularizer", "regularizer_config", "loss", "metrics", "epochs",
@@ -178,7 +178,7 @@ class SupervisedTask(Task):
         "distill.epochs", "search.tuner", "search.max_trials", "search.objective",
         "search.epochs", "search.executions_per_trial", "search.optimizers",
         "search.learning_rate_min", "search.learning_rate_max", "search.schedules",
-        "search.batch_sizes", "search.weight_decays", "search.hyperband_factor"})
+        "search.batch_sizes", "search.weight_decays", "search.hyperband_factor", "federated"})
     INSTEAD = {"generate": "generate continues text with a language model; use a "
                            "language_model recipe such as 'gpt'"}
     EXPORT_FORMATS = ("float32", "int8")
@@ -227,8 +227,12 @@ class SupervisedTask(Task):
         from workbench.builders import build_model, recipe_for
 
         check_recipe_names(recipe)
+        if "federated" in stages:
+            from workbench.federated.checks import check_federated
+
+            self.partition = check_federated(recipe, data, stages)
         searching = "search" in stages
-        if not (searching or (not has_model and {"train", "lr_find"} & set(stages))):
+        if not (searching or (not has_model and {"train", "lr_find", "federated"} & set(stages))):
             return
         hp = keras_tuner.HyperParameters()
         if searching:
@@ -260,6 +264,11 @@ class SupervisedTask(Task):
         from workbench.tasks.supervised_steps import fit
 
         return fit(ctx)
+
+    def federated(self, ctx):
+        from workbench.federated.training import federated
+
+        return federated(ctx, self.partition)
 
     def evaluate(self, ctx, model):
         test = ctx.data.batches("test", ctx.recipe.batch_size)

@@ -1,0 +1,256 @@
+"""The workbench's Flower apps: a ServerApp that runs the recipe's strategy, and a thin ClientApp.
+
+Both run in processes Flower starts (the SuperLink's `flwr-serverapp`, each SuperNode's
+`flwr-clientapp` per message) and import no TensorFlow: the ClientApp hands each message's
+weights to its node's warm Keras worker (workbench.federated.worker) and replies with what the
+worker returns; the ServerApp asks the stage's process to evaluate the global model on the
+validation split after every round. The ServerApp writes, atomically after every round, the
+global weights and the round reached (`state.npz`, for `--resume`) and the round-by-round record
+(`history.json`): validation metrics, the clients' held-out metrics and their spread, replies
+and failures, bytes sent and received.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from multiprocessing.connection import Client
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+PROGRESS = "workbench-federated:"  # lines for people; the stage shows these and logs the rest
+
+
+def ask(address, authkey, op, payload, timeout=None):
+    host, port = address.rsplit(":", 1)
+    with Client((host, int(port)), authkey=authkey) as connection:
+        connection.send((op, payload))
+        status, reply = connection.recv()
+    if status != "ok":
+        raise RuntimeError(reply)
+    return reply
+
+
+def _job(path):
+    return json.loads(Path(path).read_text())
+
+
+# ---- the ClientApp ---------------------------------------------------------------------------
+
+
+def _forward(msg, context, op):
+    node = context.node_config
+    job = _job(node["job"])
+    weights = msg.content["arrays"].to_numpy_ndarrays()
+    config = dict(msg.content["config"]) if "config" in msg.content else {}
+    config["round-offset"] = config.get("round-offset", 0)
+    reply = ask(node["worker"], bytes.fromhex(job["authkey"]), op,
+                {"weights": weights, "config": config})
+    metrics = MetricRecord({key: value for key, value in reply.get("metrics", reply).items()
+                            if isinstance(value, (int, float))})
+    content = RecordDict({"metrics": metrics})
+    if "weights" in reply:
+        content["arrays"] = ArrayRecord([np.asarray(w) for w in reply["weights"]])
+    return Message(content=content, reply_to=msg)
+
+
+def _client_app(mods=()):
+    app = ClientApp(mods=list(mods))
+
+    @app.train()
+    def train(msg: Message, context: Context):
+        return _forward(msg, context, "fit")
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context):
+        return _forward(msg, context, "evaluate")
+
+    return app
+
+
+client_app = _client_app()
+# Client-side DP: the client clips its own update before sending it (Flower's mods).
+client_app_fixed_clipping = _client_app([fixedclipping_mod])
+client_app_adaptive_clipping = _client_app([adaptiveclipping_mod])
+
+
+# ---- the ServerApp ---------------------------------------------------------------------------
+
+
+class Recorder:
+    """The round-by-round record of one strategy's run, saved after every round."""
+
+    def __init__(self, directory, total_rounds, start_round=0, history=None):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.total_rounds = total_rounds
+        self.offset = start_round
+        self.rounds = list(history or [])
+        self.current = {}
+        self.started = time.perf_counter()
+
+    def on_train_replies(self, replies, weighted_by_key):
+        """Flower's train-metrics aggregation hook: it sees every client's reply."""
+        holdout = [float(r["metrics"]["holdout_accuracy"]) for r in replies
+                   if "holdout_accuracy" in r["metrics"]]
+        losses = [float(r["metrics"]["holdout_loss"]) for r in replies
+                  if "holdout_loss" in r["metrics"]]
+        self.current["replies"] = len(replies)
+        if holdout:
+            self.current.update(client_accuracy_min=min(holdout), client_accuracy_max=max(holdout),
+                                client_accuracy_median=float(np.median(holdout)))
+        if losses:
+            self.current.update(client_loss_min=min(losses), client_loss_max=max(losses),
+                                client_loss_median=float(np.median(losses)))
+        return aggregate_metricrecords(replies, weighted_by_key)
+
+    def on_exchange(self, sent, received, failed, bytes_sent, bytes_received):
+        self.current.update(sampled=sent, answered=received, failures=failed,
+                            bytes_sent=bytes_sent, bytes_received=bytes_received)
+
+    def save(self, server_round, arrays, metrics, epsilon=None):
+        round_number = self.offset + server_round
+        entry = {"round": round_number, **self.current, **metrics,
+                 "seconds": time.perf_counter() - self.started}
+        if epsilon is not None:
+            entry["epsilon"] = epsilon
+        self.current = {}
+        if server_round == 0:
+            entry = {"round": 0, **metrics}
+        self.rounds.append(entry)
+        weights = arrays.to_numpy_ndarrays()
+        _atomic_savez(self.directory / "state.npz", round=np.int64(round_number),
+                      **{f"w{i}": w for i, w in enumerate(weights)})
+        _atomic_text(self.directory / "history.json", json.dumps(self.rounds, indent=1))
+        return entry
+
+
+class CountingGrid:
+    """The ServerApp's Grid, as Flower's strategies use it, with two differences: replies are
+    polled every 50 ms (Flower's own `send_and_receive` sleeps 3 s between polls, which a round
+    of a small model would mostly spend waiting), and a message to a node that has left the
+    federation (a killed SuperNode) stops being waited for. It counts what it sends and gets."""
+
+    def __init__(self, grid, recorder, poll=0.05):
+        self._grid = grid
+        self._recorder = recorder
+        self._poll = poll
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        destinations = {}
+        bytes_sent = 0
+        for message in messages:
+            if "arrays" in message.content:
+                bytes_sent += message.content["arrays"].count_bytes()
+        ids = list(self._grid.push_messages(messages))
+        for message_id, message in zip(ids, messages):
+            destinations[message_id] = message.metadata.dst_node_id
+        waiting = set(ids)
+        replies = []
+        deadline = time.monotonic() + (timeout if timeout is not None else 3600.0)
+        last_check = time.monotonic()
+        while waiting and time.monotonic() < deadline:
+            for reply in self._grid.pull_messages(list(waiting)):
+                replies.append(reply)
+                waiting.discard(reply.metadata.reply_to_message_id)
+            if not waiting:
+                break
+            if time.monotonic() - last_check > 1.0:
+                last_check = time.monotonic()
+                alive = set(self._grid.get_node_ids())
+                waiting = {m for m in waiting if destinations[m] in alive}
+            time.sleep(self._poll)
+        good = [r for r in replies if not r.has_error()]
+        bytes_received = sum(r.content["arrays"].count_bytes() for r in good
+                             if "arrays" in r.content)
+        self._recorder.on_exchange(len(messages), len(good), len(messages) - len(good),
+                                   bytes_sent, bytes_received)
+        return replies
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def main(grid: Grid, context: Context):
+    from workbench.federated.strategies import epsilon_of, make_strategy
+
+    config = context.run_config
+    job = _job(config["job"])
+    settings = job["settings"]
+    label = config["label"]
+    directory = Path(job["directory"]) / label
+    authkey = bytes.fromhex(job["authkey"])
+    start_round, history = 0, []
+    with np.load(job["initial_weights"]) as arrays:
+        initial = [arrays[f"w{i}"] for i in range(len(arrays.files))]
+    if config["resume"] and (directory / "state.npz").is_file():
+        with np.load(directory / "state.npz") as state:
+            start_round = int(state["round"])
+            initial = [state[f"w{i}"] for i in range(len(state.files) - 1)]
+        history = json.loads((directory / "history.json").read_text())
+        history = [entry for entry in history if entry["round"] <= start_round]
+    total = settings["rounds"]
+    recorder = Recorder(directory, total, start_round, history)
+    accounting = settings["privacy"] in ("server_fixed", "client_fixed") and \
+        settings["noise_multiplier"] > 0
+    strategy, accountant = make_strategy(
+        config["strategy"], settings, train_metrics_aggr_fn=recorder.on_train_replies,
+        weighted_by_key="unit-weight" if accounting else "num-examples")
+    if start_round and accountant is not None:
+        from workbench.federated.strategies import replay_accountant
+
+        replay_accountant(accountant, settings, start_round)
+
+    def evaluate(server_round, arrays):
+        if server_round == 0 and start_round:
+            return None
+        metrics = ask(job["server_worker"], authkey, "evaluate",
+                      {"weights": arrays.to_numpy_ndarrays()})
+        values = {f"val_{key}": value for key, value in metrics.items()}
+        entry = recorder.save(server_round, arrays, values, epsilon_of(accountant))
+        shown = "  ".join(f"{key} {value:.4f}" for key, value in values.items())
+        spread = ""
+        if "client_accuracy_min" in entry:
+            spread = (f"  clients' held-out accuracy {entry['client_accuracy_min']:.3f}.."
+                      f"{entry['client_accuracy_max']:.3f}")
+        failures = f"  failures {entry['failures']}" if entry.get("failures") else ""
+        eps = f"  epsilon {entry['epsilon']:.2f}" if entry.get("epsilon") is not None else ""
+        print(f"{PROGRESS} [{label}] round {entry['round']}/{total}  {shown}{spread}"
+              f"{failures}{eps}", flush=True)
+        return MetricRecord(values)
+
+    if start_round >= total:
+        print(f"{PROGRESS} [{label}] all {total} rounds were done before", flush=True)
+        return
+    strategy.start(grid=CountingGrid(grid, recorder), initial_arrays=ArrayRecord(initial),
+                   num_rounds=total - start_round, timeout=settings["round_timeout"],
+                   train_config=ConfigRecord({"round-offset": start_round}),
+                   evaluate_fn=evaluate)
+    _atomic_text(directory / "done.json", json.dumps({
+        "rounds": total, "epsilon": epsilon_of(accountant), "strategy": config["strategy"],
+        "seconds": time.perf_counter() - recorder.started}))
+
+
+def _atomic_text(path, text):
+    temp = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def _atomic_savez(path, **arrays):
+    temp = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    with open(temp, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(temp, path)

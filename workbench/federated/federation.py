@@ -1,0 +1,328 @@
+"""A real Flower federation on this machine: one SuperLink, one SuperNode per client, and one
+warm Keras worker behind each SuperNode, all on 127.0.0.1 with free ports, stopped together.
+
+Flower's Deployment Engine starts a fresh `flwr-clientapp` process for every message it hands a
+SuperNode. Importing TensorFlow and Keras takes about 6 s of CPU, so a ClientApp that trained by
+itself would pay that for every client in every round. The workbench's ClientApp
+(`workbench.federated.apps`) imports only Flower and NumPy and forwards each message over an
+authenticated local connection to its node's worker (`workbench.federated.worker`), which keeps
+the model, the optimizer and the client's data loaded between rounds. Everything Flower does
+(sampling, aggregation, privacy, message routing, node failure) stays Flower's.
+
+Every process this module starts is in its own process group and is stopped when the federation
+closes, on success, on failure and on Ctrl-C (`Federation` is a context manager; an `atexit`
+hook covers an interpreter that exits another way).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+
+# Flower runs offline here: no telemetry, no update check, and an app's dependencies are the
+# installed environment's (no `uv sync` at run time).
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    # SuperExec looks for new ClientApp tasks every second by default; a round waits on it.
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.05",
+}
+FLOWER_EXTRA = 'pip install -e ".[dev]"  (or: pip install "flwr[dp]==1.42.0")'
+
+
+def check_flower_installed():
+    """Flower missing is bad input: say what to install."""
+    import importlib.util
+
+    if importlib.util.find_spec("flwr") is None:
+        raise WorkbenchError(f"the federated stage needs Flower (flwr 1.42), which is not "
+                             f"installed; install it with {FLOWER_EXTRA}")
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def check_port_free(port, what):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise WorkbenchError(f"{what} port {port} on 127.0.0.1 is in use; choose another or "
+                                 "leave it at 0 for a free one") from None
+
+
+def wait_for_port(port, timeout, process=None, what="process", log=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} before it was "
+                               f"ready{_log_tail(log)}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not open port {port} within {timeout:.0f} s{_log_tail(log)}")
+
+
+def _log_tail(log):
+    if log is None or not Path(log).is_file():
+        return ""
+    lines = [line for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
+    return f" (last log line: {lines[-1][:200]})" if lines else ""
+
+
+def flower_environment(home):
+    env = dict(os.environ)
+    env.update(FLOWER_ENV)
+    env["FLWR_HOME"] = str(home)
+    # The workers and apps import the workbench from this checkout too.
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+_LIVE: set = set()
+
+
+def _stop_all_live():
+    for process in list(_LIVE):
+        _stop(process, grace=1.0)
+
+
+atexit.register(_stop_all_live)
+
+
+def _stop(process, grace=3.0):
+    """SIGTERM the process group, then SIGKILL what is left after `grace` seconds."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:  # children of the group (SuperExec, ClientApp processes) may outlive the leader
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    _LIVE.discard(process)
+
+
+@dataclass
+class Node:
+    """One client: its SuperNode and the Keras worker behind it."""
+
+    index: int
+    worker_port: int
+    supernode_port: int
+    worker: subprocess.Popen | None = None
+    supernode: subprocess.Popen | None = None
+
+    @property
+    def alive(self):
+        return self.supernode is not None and self.supernode.poll() is None
+
+
+@dataclass
+class Federation:
+    """The processes of one local federation. Use as a context manager:
+
+        with Federation(directory, job_path, clients=10) as federation:
+            federation.start()
+            federation.run(app_dir, run_config)
+    """
+
+    directory: Path
+    job_path: Path
+    clients: int
+    superlink_port: int = 0
+    processes: list = field(default_factory=list)
+    nodes: list = field(default_factory=list)
+    say: object = print
+
+    def __post_init__(self):
+        self.directory = Path(self.directory)
+        self.home = self.directory / "flwr_home"
+        self.logs = self.directory / "logs"
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _spawn(self, command, log_name, env):
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / log_name, "ab")
+        try:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log.close()
+        self.processes.append(process)
+        _LIVE.add(process)
+        return process
+
+    def start(self, worker_command, ready_timeout=180.0):
+        """Start the SuperLink, every worker, then every SuperNode, and wait until all are up.
+        `worker_command(index, port)` is the worker's command line."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = flower_environment(self.home)
+        if not self.superlink_port:
+            self.superlink_port = free_port()
+        (self.home / "config.toml").write_text(
+            '[superlink]\ndefault = "workbench"\n\n[superlink.workbench]\n'
+            f'address = "127.0.0.1:{self.superlink_port}"\ninsecure = true\n')
+        self.superlink = self._spawn(
+            [_script("flower-superlink"), "--insecure", "--host", "127.0.0.1",
+             "--port", str(self.superlink_port), "--disable-runtime-dependency-installation"],
+            "superlink.log", env)
+        self.nodes = [Node(index, free_port(), free_port()) for index in range(self.clients)]
+        worker_env = dict(env, TF_CPP_MIN_LOG_LEVEL="3", TF_NUM_INTEROP_THREADS="1",
+                          TF_NUM_INTRAOP_THREADS="1")
+        for node in self.nodes:
+            node.worker = self._spawn(worker_command(node.index, node.worker_port),
+                                      f"worker-{node.index}.log", worker_env)
+        wait_for_port(self.superlink_port, 60, self.superlink, "the Flower SuperLink",
+                      self.logs / "superlink.log")
+        for node in self.nodes:
+            self.start_supernode(node, env)
+        started = time.monotonic()
+        for node in self.nodes:
+            left = max(5.0, ready_timeout - (time.monotonic() - started))
+            wait_for_port(node.worker_port, left, node.worker, f"the worker of client {node.index}",
+                          self.logs / f"worker-{node.index}.log")
+        self.say(f"  federation up: SuperLink 127.0.0.1:{self.superlink_port}, "
+                 f"{self.clients} SuperNodes with their workers "
+                 f"({time.monotonic() - started:.1f} s for the workers to load)")
+
+    def start_supernode(self, node, env=None):
+        env = env or flower_environment(self.home)
+        node_config = (f'client={node.index} worker="127.0.0.1:{node.worker_port}" '
+                       f'job="{self.job_path}"')
+        node.supernode = self._spawn(
+            [_script("flower-supernode"), "--insecure",
+             "--superlink", f"127.0.0.1:{self.superlink_port}",
+             "--host", "127.0.0.1", "--port", str(node.supernode_port),
+             "--node-config", node_config],
+            f"supernode-{node.index}.log", env)
+
+    def kill_supernode(self, index):
+        """SIGKILL one SuperNode (and its ClientApp processes), as a crashed device would go."""
+        node = self.nodes[index]
+        if node.supernode is not None and node.supernode.poll() is None:
+            os.killpg(node.supernode.pid, signal.SIGKILL)
+            node.supernode.wait()
+
+    def close(self):
+        for process in reversed(self.processes):
+            _stop(process)
+        self.processes = []
+
+    # ---- runs ----------------------------------------------------------------------------
+
+    def run(self, app_dir, run_config, log_name, on_line=None, timeout=None):
+        """`flwr run APP workbench --stream` with `run_config`; lines the ServerApp marks for
+        people go to `on_line`, everything to `logs/<log_name>`. Returns the exit code."""
+        env = flower_environment(self.home)
+        pairs = " ".join(f"{key}={_toml_value(value)}" for key, value in run_config.items())
+        command = [_script("flwr"), "run", str(app_dir), "workbench", "--stream",
+                   "--run-config", pairs]
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / log_name, "a", encoding="utf-8") as log:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       env=env, stdin=subprocess.DEVNULL, text=True,
+                                       start_new_session=True, bufsize=1)
+            self.processes.append(process)
+            _LIVE.add(process)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            try:
+                for line in process.stdout:
+                    log.write(line)
+                    log.flush()
+                    if on_line is not None:
+                        on_line(line.rstrip("\n"))
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise RuntimeError(f"the Flower run did not finish within {timeout:.0f} s")
+                return process.wait()
+            finally:
+                _stop(process, grace=1.0)
+                self.processes.remove(process)
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def _script(name):
+    """A console script of this interpreter's environment (the one Flower is installed in)."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name
+
+
+def write_app(directory, clientapp="workbench.federated.apps:client_app",
+              serverapp="workbench.federated.apps:server_app"):
+    """A Flower App directory (`pyproject.toml` naming the workbench's ServerApp and
+    ClientApp); `flwr run` bundles it and the SuperLink and SuperNodes load the apps from the
+    installed workbench."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "pyproject.toml").write_text(f'''[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "workbench-federated"
+version = "1.0.0"
+description = "The workbench's federated training of a recipe's Keras model"
+license = "Apache-2.0"
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "workbench"
+
+[tool.flwr.app.components]
+serverapp = "{serverapp}"
+clientapp = "{clientapp}"
+
+[tool.flwr.app.config]
+job = ""
+strategy = "fedavg"
+label = "fedavg"
+resume = false
+''')
+    (directory / "workbench_app.py").write_text(
+        '"""The workbench\'s Flower apps live in the installed package '
+        '(workbench.federated.apps)."""\n')
+    return directory
