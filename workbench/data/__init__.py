@@ -27,7 +27,7 @@ SOURCE_OPTIONS = {
     "digits": set(),
     "sklearn": set(),
     "npz": set(),
-    "csv": {"target", "categorical"},
+    "csv": {"target", "categorical", "exclude"},
     "tfrecord": {"features", "label", "compression"},
     "images": {"image_size", "color_mode"},
     "text": {"max_tokens", "sequence_length", "max_length"},

@@ -64,12 +64,24 @@ class Data:
     # True when the source reshuffles its training split itself, before decoding (file paths
     # rather than decoded images), so memory does not grow with the data set's size.
     train_shuffled: bool = False
+    # The training split once more, in one fixed order, where `train` reshuffles itself (`None`:
+    # `train` keeps one order already). Positions in the training split refer to this order.
+    train_in_order: Any = None
+    # Ways to name a group for each training example, in that fixed order: "column" (a CSV's
+    # column, by name) or "folder" (a folder level below the class folders, 1 the first),
+    # each a function of the column or level returning one string per training example.
+    groups: dict = field(default_factory=dict)
 
     def sizes(self):
         return dict(self.info.sizes)
 
     def split(self, name):
         return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def stable_train(self):
+        """The training split in its fixed order: the same on every pass, and in every process
+        that loads the same source with the same options and seed."""
+        return self.train if self.train_in_order is None else self.train_in_order
 
     def batches(self, split, batch_size, shuffle=False, seed=0, repeat=False, drop_remainder=False):
         """`split` ("train", "val" or "test") batched and prefetched; shuffled every epoch with

@@ -1,6 +1,7 @@
 """A CSV file with a header row: one column is the target (`data_options.target`), the others are
-features. Numeric columns are normalized and string columns one-hot encoded by Keras'
-`FeatureSpace`, adapted on the training split only; the pipelines stream rows from disk with
+features, except those `data_options.exclude` names (an id, or a column that groups the rows).
+Numeric columns are normalized and string columns one-hot encoded by Keras' `FeatureSpace`,
+adapted on the training split only; the pipelines stream rows from disk with
 `tf.data.experimental.CsvDataset` and carry the encoded feature vector.
 
 One streaming pass over the file checks it before any work (column types, missing or non-finite
@@ -86,19 +87,27 @@ def scan_csv(path, target):
 
 
 def load_csv(path, seed=0, task=None, val_fraction=0.1, test_fraction=0.2, target=None,
-             categorical=()):
+             categorical=(), exclude=()):
     """`path` -> pipelines of `(encoded features, target)`; `categorical` forces numeric columns
-    (integer codes) to be treated as categories."""
+    (integer codes) to be treated as categories; `exclude` names columns that are not features.
+
+    The data's "column" groups (`Data.groups`) read any column's value for each training row."""
     import keras
     import tensorflow as tf
 
     header, numeric, raw_targets, fingerprint = scan_csv(path, target)
     target_index = header.index(target)
     categorical = set(categorical)
-    for name in categorical:
-        if name not in header:
-            raise WorkbenchError(f"data_options.categorical names '{name}', which '{path}' "
-                                 f"does not have: {suggest(name, header)}")
+    # One name alone is one column, not a set of its letters.
+    exclude = {exclude} if isinstance(exclude, str) else set(exclude)
+    for option, names in (("categorical", categorical), ("exclude", exclude)):
+        for name in names:
+            if name not in header:
+                raise WorkbenchError(f"data_options.{option} names '{name}', which '{path}' "
+                                     f"does not have: {suggest(name, header)}")
+    if target in exclude:
+        raise WorkbenchError(f"data_options.exclude names the target '{target}'; the target is "
+                             "never a feature, leave it out of exclude")
     where = f"'{path}' column '{target}'"
     class_names = None
     if numeric[target_index]:
@@ -122,7 +131,8 @@ def load_csv(path, seed=0, task=None, val_fraction=0.1, test_fraction=0.2, targe
     kind.check(stats, where, num_classes)
     assignment = split_assignment(len(y), seed, val_fraction, test_fraction,
                                   y if kind.class_ids else None, where=f"'{path}'")
-    features = [name for i, name in enumerate(header) if i != target_index]
+    features = [name for i, name in enumerate(header)
+                if i != target_index and name not in exclude]
     if not features:
         raise WorkbenchError(f"'{path}' has no feature columns besides the target '{target}'")
     kinds = {name: numeric[header.index(name)] and name not in categorical for name in features}
@@ -163,4 +173,11 @@ def load_csv(path, seed=0, task=None, val_fraction=0.1, test_fraction=0.2, targe
         train_targets = y[assignment == 0].astype("float64")
         info.target_mean = np.asarray([train_targets.mean()], "float32")
         info.target_std = np.asarray([max(train_targets.std(), 1e-6)], "float32")
-    return Data(*encoded, info=info)
+    train_rows = np.flatnonzero(assignment == 0)
+
+    def column_values(column):
+        """`column`'s value in every training row, in the training split's (the file's) order."""
+        values = scan_csv(path, column)[2]
+        return [values[i] for i in train_rows]
+
+    return Data(*encoded, info=info, groups={"column": column_values})

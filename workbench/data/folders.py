@@ -12,6 +12,7 @@ count and the first such file, since a silently smaller data set is a worse surp
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +103,9 @@ def _fingerprint(paths, labels, assignment):
 
 
 def _splits(paths, labels, make, seed, val_fraction, test_fraction, where):
-    """The three splits; the training split reshuffles its file paths every epoch (before any
-    file is read, so the shuffle holds paths, not decoded examples)."""
+    """The three splits, then the training split once more in the files' (sorted) order; the
+    first training split reshuffles its file paths every epoch (before any file is read, so the
+    shuffle holds paths, not decoded examples). Also the training files in that fixed order."""
     assignment = split_assignment(len(paths), seed, val_fraction, test_fraction, labels,
                                   where=where)
     datasets, sizes = [], {}
@@ -111,7 +113,28 @@ def _splits(paths, labels, make, seed, val_fraction, test_fraction, where):
         chosen = np.flatnonzero(assignment == code)
         datasets.append(make([paths[i] for i in chosen], labels[chosen], code == 0))
         sizes[name] = int(len(chosen))
-    return datasets, sizes, assignment
+    train = np.flatnonzero(assignment == 0)
+    train_files = [paths[i] for i in train]
+    datasets.append(make(train_files, labels[train], False))
+    return datasets, sizes, assignment, train_files
+
+
+def folder_groups(directory, train_files):
+    """The "folder" groups of `Data.groups`: for `level`, the name of each training file's
+    folder `level` levels below its class folder (`DIR/<class>/<level 1>/.../file`)."""
+    def folder_at(level):
+        names = []
+        for path in train_files:
+            parts = Path(os.path.relpath(path, directory)).parts
+            if not 1 <= level < len(parts) - 1:
+                raise WorkbenchError(
+                    f"'{path}' is not inside a folder {level} level(s) below its class folder "
+                    f"'{parts[0]}'; expected {directory}/<class>/" +
+                    "/".join(f"<level {i}>" for i in range(1, level + 1)) + "/FILE")
+            names.append(parts[level])
+        return names
+
+    return folder_at
 
 
 def load_image_folder(directory, seed=0, task=None, val_fraction=0.1, test_fraction=0.2,
@@ -136,8 +159,8 @@ def load_image_folder(directory, seed=0, task=None, val_fraction=0.1, test_fract
             "bilinear", "channels_last", shuffle=shuffle,
             shuffle_buffer_size=max(1, len(split_paths)), seed=seed)
 
-    datasets, sizes, assignment = _splits(paths, labels, make, seed, val_fraction,
-                                          test_fraction, f"data folder '{directory}'")
+    datasets, sizes, assignment, train_files = _splits(
+        paths, labels, make, seed, val_fraction, test_fraction, f"data folder '{directory}'")
     info = DataInfo(name=Path(directory).name, task=kind.name,
                     input_shape=(*image_size, channels),
                     num_classes=kind.num_classes(None, class_names),
@@ -145,7 +168,8 @@ def load_image_folder(directory, seed=0, task=None, val_fraction=0.1, test_fract
                     fingerprint=_fingerprint(paths, labels, assignment), source=str(directory),
                     input_range=(0.0, 255.0))
     datasets = [d.map(lambda x, y: (x, kind.as_tensor(y))) for d in datasets]
-    return Data(*datasets, info=info, train_shuffled=True)
+    return Data(*datasets[:3], info=info, train_shuffled=True, train_in_order=datasets[3],
+                groups={"folder": folder_groups(directory, train_files)})
 
 
 def load_text_folder(directory, seed=0, task=None, val_fraction=0.1, test_fraction=0.2,
@@ -169,8 +193,8 @@ def load_text_folder(directory, seed=0, task=None, val_fraction=0.1, test_fracti
             split_paths, split_labels, "int", len(class_names), max_length, shuffle=shuffle,
             shuffle_buffer_size=max(1, len(split_paths)), seed=seed)
 
-    datasets, sizes, assignment = _splits(paths, labels, make, seed, val_fraction,
-                                          test_fraction, f"data folder '{directory}'")
+    datasets, sizes, assignment, train_files = _splits(
+        paths, labels, make, seed, val_fraction, test_fraction, f"data folder '{directory}'")
     vectorizer = keras.layers.TextVectorization(
         max_tokens=int(max_tokens), output_mode="int",
         output_sequence_length=int(sequence_length))
@@ -190,4 +214,5 @@ def load_text_folder(directory, seed=0, task=None, val_fraction=0.1, test_fracti
                     class_names=class_names, vocabulary_size=vocabulary_size, sizes=sizes,
                     fingerprint=_fingerprint(paths, labels, assignment), source=str(directory),
                     preprocessing=vectorizer)
-    return Data(*datasets, info=info, train_shuffled=True)
+    return Data(*datasets[:3], info=info, train_shuffled=True, train_in_order=datasets[3],
+                groups={"folder": folder_groups(directory, train_files)})
