@@ -14,6 +14,8 @@ import numpy as np
 
 def write_job(run_dir, directory, recipe, partition, initial_model, **extra):
     """Write `partition.npz` and `job.json` under `directory`; returns the job's path."""
+    from workbench.federated.partition import data_options_for
+
     directory = Path(directory)
     arrays = {}
     for index, (own, held) in enumerate(zip(partition.clients, partition.holdout)):
@@ -23,7 +25,7 @@ def write_job(run_dir, directory, recipe, partition, initial_model, **extra):
         with open(temp, "wb") as handle:
             np.savez(handle, **arrays)
     job = {
-        "data": {"source": recipe.data, "options": dict(recipe.data_options),
+        "data": {"source": recipe.data, "options": data_options_for(recipe),
                  "seed": recipe.seed, "task": recipe.task},
         "partition": str((directory / "partition.npz").resolve()),
         "initial_model": str(Path(initial_model).resolve()),

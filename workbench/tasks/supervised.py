@@ -197,7 +197,12 @@ class SupervisedTask(Task):
         from workbench.tasks.labels import Labels
 
         labels = Labels(recipe.task, f"data '{recipe.data}'")
-        data = load_data(recipe.data, seed=recipe.seed, task=labels, **recipe.data_options)
+        options = recipe.data_options
+        if "federated" in recipe.stages:
+            from workbench.federated.partition import data_options_for
+
+            options = data_options_for(recipe)  # a by_column client id is not a feature
+        data = load_data(recipe.data, seed=recipe.seed, task=labels, **options)
         self.name = data.info.task  # inferred from the labels when the recipe names none
         return data
 
