@@ -26,9 +26,14 @@
     optimizer and of Keras' AdamW through Keras' own trainer (`train_on_batch`: a jitted step
     on JAX, eager on PyTorch, a `tf.function` on TensorFlow) on that backend alone;
     `--backend all` runs that for each installed backend in its own process and prints the
-    ratios to AdamW side by side. (a) and (b) drive TensorFlow directly and need it.
+    ratios to AdamW side by side. `--only soap,shampoo` keeps the optimizers whose names start
+    with those words (AdamW, the reference, always runs). SOAP's steps are also timed one by one,
+    split into the steps that refresh its eigenbases (one in 10) and the others, to show the
+    refresh's cost is paid only on its own steps. (a) and (b) drive TensorFlow directly and
+    need it.
 
-    python benchmarks/optimizers.py --backend all [--quick] [--out .../optimizers_backends.json]
+    python benchmarks/optimizers.py --backend all [--quick] [--only soap,shampoo]
+        [--out .../optimizers_backends.json]
 
 Prints the tables and writes them as JSON. Timings on a shared machine are noisy.
 """
@@ -101,6 +106,7 @@ TIME_TARGETS.update({name: 2.0 for name in TIMED if name.startswith("Shampoo")})
 TIME_TARGETS.pop("SOAP (every 10)")  # measured, no target set yet
 TIME_TARGETS.pop("Adam (Keras)")
 TIME_TARGETS.pop("AdamW (Keras)")
+REFERENCE = "AdamW (Keras)"  # (c)'s ratios are to it
 DEFAULT_BACKENDS_OUT = Path(__file__).resolve().parent / "results" / "optimizers_backends.json"
 
 
@@ -258,27 +264,44 @@ def step_times(jit_compile, rounds, block=20, batch=128):
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def trainer_step_times(rounds, block=20, batch=128):
-    """Median ms per `train_on_batch` of every `TIMED` optimizer on the current backend.
+def selected_names(only):
+    """The `TIMED` names that start with one of the comma-separated words, and AdamW."""
+    if not only:
+        return list(TIMED)
+    words = [word.strip().lower() for word in only.split(",") if word.strip()]
+    names = [n for n in TIMED if n == REFERENCE or any(n.lower().startswith(w) for w in words)]
+    if names == [REFERENCE] and words != ["adamw"]:
+        raise SystemExit(f"--only {only!r} names no optimizer; the names are: {', '.join(TIMED)}")
+    return names
+
+
+def compiled_digits_model(optimizer):
+    model = digits_cnn(0)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        # XLA on TensorFlow, as on JAX; PyTorch runs eagerly either way.
+        jit_compile=keras.backend.backend() != "torch",
+    )
+    return model
+
+
+def trainer_step_times(rounds, names=None, block=20, batch=128):
+    """Median ms per `train_on_batch` of the `TIMED` optimizers on the current backend.
 
     Keras' own trainer compiles the step the way the backend does (jit on JAX, a
     `tf.function` on TensorFlow, eager on PyTorch), so this is what a `fit` user pays.
     """
+    names = names or list(TIMED)
     x_train, y_train, _, _ = digits_split()
     x, y = x_train[:batch], y_train[:batch]
     models = {}
-    for name, make in TIMED.items():
-        model = digits_cnn(0)
-        model.compile(
-            optimizer=make(),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            # XLA on TensorFlow, as on JAX; PyTorch runs eagerly either way.
-            jit_compile=keras.backend.backend() != "torch",
-        )
+    for name in names:
+        model = compiled_digits_model(TIMED[name]())
         for _ in range(block):  # compile, and get Shampoo past its first roots
             model.train_on_batch(x, y)
         models[name] = model
-    samples = {name: [] for name in TIMED}
+    samples = {name: [] for name in names}
     for _ in range(rounds):
         for name, model in models.items():
             start = time.perf_counter()
@@ -287,6 +310,28 @@ def trainer_step_times(rounds, block=20, batch=128):
             float(np.asarray(loss))
             samples[name].append((time.perf_counter() - start) / block * 1000)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def soap_refresh_split(rounds, every=10, batch=128):
+    """SOAP's `train_on_batch` steps timed one by one: median ms of the steps that refresh the
+    eigenbases (power iteration + QR) and of the others, and their amortised mean."""
+    x_train, y_train, _, _ = digits_split()
+    x, y = x_train[:batch], y_train[:batch]
+    model = compiled_digits_model(SOAP(precondition_every=every))
+    for _ in range(2 * every):
+        model.train_on_batch(x, y)
+    refresh, other = [], []
+    for _ in range(max(rounds, 3) * every):
+        # The step refreshes when `iterations` (before it) is a multiple of `every`.
+        iteration = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        start = time.perf_counter()
+        # The loss comes back with the whole compiled step (optimizer update included).
+        float(np.asarray(model.train_on_batch(x, y)))
+        (other if iteration % every else refresh).append((time.perf_counter() - start) * 1000)
+    refresh_ms, other_ms = statistics.median(refresh), statistics.median(other)
+    return {"every": every, "refresh_step_ms": refresh_ms, "other_step_ms": other_ms,
+            "amortised_ms": (refresh_ms + (every - 1) * other_ms) / every,
+            "refresh_steps": len(refresh), "other_steps": len(other)}
 
 
 def backend_details():
@@ -309,10 +354,30 @@ def backend_details():
     return details
 
 
-def run_one_backend(rounds):
+def one_backend_result(rounds, names):
+    result = {"details": backend_details(), "step_time_ms": trainer_step_times(rounds, names)}
+    if "SOAP (every 10)" in names:
+        result["soap_refresh_split"] = soap_refresh_split(rounds)
+    return result
+
+
+def run_one_backend(rounds, names):
     """(c) for the backend of this process, as one JSON line on stdout."""
-    result = {"details": backend_details(), "step_time_ms": trainer_step_times(rounds)}
-    print(json.dumps(result))
+    print(json.dumps(one_backend_result(rounds, names)))
+
+
+def print_soap_split(results):
+    """SOAP's refresh steps against its other steps, one line per backend."""
+    splits = {b: r["soap_refresh_split"] for b, r in results.items() if "soap_refresh_split" in r}
+    if not splits:
+        return
+    print("\n    SOAP (every 10), steps timed one by one (median ms; x AdamW's step):")
+    print(f"{'backend':14s}{'refresh step':>14s}{'other steps':>13s}{'amortised':>11s}"
+          f"{'x AdamW':>9s}")
+    for backend, split in splits.items():
+        adamw = results[backend]["step_time_ms"][REFERENCE]
+        print(f"{backend:14s}{split['refresh_step_ms']:14.2f}{split['other_step_ms']:13.2f}"
+              f"{split['amortised_ms']:11.2f}{split['amortised_ms'] / adamw:9.2f}")
 
 
 def run_all_backends(args):
@@ -329,6 +394,8 @@ def run_all_backends(args):
         command = [sys.executable, __file__, "--backend", backend, "--one-backend"]
         if args.quick:
             command.append("--quick")
+        if args.only:
+            command += ["--only", args.only]
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True,
                               env=dict(os.environ, KERAS_BACKEND=backend))
@@ -340,12 +407,13 @@ def run_all_backends(args):
           "batch 128, CPU;\n    ms and ratio to Keras AdamW on the same backend "
           "(median of interleaved 20-step blocks; shared machine, noisy)")
     print(f"{'optimizer':36s}" + "".join(f"{b + ' ms':>16s}{'x AdamW':>9s}" for b in results))
-    for name in TIMED:
+    for name in selected_names(args.only):
         row = f"{name:36s}"
         for backend, result in results.items():
             times = result["step_time_ms"]
-            row += f"{times[name]:16.2f}{times[name] / times['AdamW (Keras)']:9.2f}"
+            row += f"{times[name]:16.2f}{times[name] / times[REFERENCE]:9.2f}"
         print(row)
+    print_soap_split(results)
     roots = ", ".join(f"{b}: {r['details'].get('shampoo_root')}" for b, r in results.items())
     print(f"  Shampoo's inverse roots: {roots} (eigh = float64 eigendecomposition, "
           "newton = float32 coupled Newton).")
@@ -354,6 +422,7 @@ def run_all_backends(args):
     out = args.out if args.out != DEFAULT_OUT else DEFAULT_BACKENDS_OUT
     write_json(out, {
         "quick": args.quick,
+        "only": args.only,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "backends": results,
         "skipped": skipped,
@@ -517,25 +586,28 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--backend", choices=[*BACKENDS, "all"],
                         help="(c) only: step times on this backend, or on all side by side")
+    parser.add_argument("--only", help="(c) only: comma-separated name prefixes, e.g. soap,shampoo")
     parser.add_argument("--one-backend", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    if args.only and args.backend is None:
+        parser.error("--only selects optimizers for --backend (part (c))")
+    rounds = 3 if args.quick else 8
     if args.one_backend:
-        return run_one_backend(3 if args.quick else 8)
+        return run_one_backend(rounds, selected_names(args.only))
     if args.backend == "all":
         return run_all_backends(args)
     if args.backend is not None:
-        result = {"details": backend_details(),
-                  "step_time_ms": trainer_step_times(3 if args.quick else 8)}
+        result = one_backend_result(rounds, selected_names(args.only))
         times = result["step_time_ms"]
         print(f"\n(c) {args.backend}: ms per train_on_batch step, and x AdamW")
-        for name in TIMED:
-            print(f"{name:36s}{times[name]:10.2f}{times[name] / times['AdamW (Keras)']:8.2f}")
+        for name in times:
+            print(f"{name:36s}{times[name]:10.2f}{times[name] / times[REFERENCE]:8.2f}")
+        print_soap_split({args.backend: result})
         write_json(args.out.with_name(f"optimizers_{args.backend}.json"), result)
         return None
 
     seeds = [0] if args.quick else [0, 1, 2]
-    rounds = 3 if args.quick else 8
     digits_budget, squares_budget = (600, 1500) if args.quick else (1500, 3000)
     accuracy_target, loss_target, condition_number = 0.97, 1e-4, 1e4
 

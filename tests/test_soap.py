@@ -236,3 +236,55 @@ def test_soap_trains_with_ema_accumulation_and_jit_compile():
         assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == steps
     for name, curve in losses.items():
         assert curve[-1] < 0.5 * curve[0], (name, curve)
+
+
+def _decompositions_by_place(optimizer, gradients, variables):
+    """{op: set of bools}: whether each eigh/QR op sits inside a conditional's branch."""
+    found = {}
+    if keras.backend.backend() == "jax":
+        import jax
+
+        def apply(optimizer_values, values, grads):
+            return optimizer.stateless_apply(optimizer_values, grads, values)
+
+        def walk(jaxpr, inside):
+            for eqn in jaxpr.eqns:
+                branch = inside or eqn.primitive.name == "cond"
+                if eqn.primitive.name in ("eigh", "qr"):
+                    found.setdefault(eqn.primitive.name, set()).add(branch)
+                for param in eqn.params.values():
+                    for sub in param if isinstance(param, (tuple, list)) else [param]:
+                        sub = getattr(sub, "jaxpr", None)
+                        if sub is not None:
+                            walk(getattr(sub, "jaxpr", sub), branch)
+
+        closed = jax.make_jaxpr(apply)([v.value for v in optimizer.variables],
+                                       [v.value for v in variables], gradients)
+        walk(closed.jaxpr, False)
+    else:
+        import tensorflow as tf
+
+        graph = tf.function(lambda: optimizer.apply(gradients, variables)
+                            ).get_concrete_function().graph
+        names = {"SelfAdjointEigV2": "eigh", "Qr": "qr"}
+        for op in graph.get_operations():
+            if op.type in names:
+                found.setdefault(names[op.type], set()).add(False)
+        for function in graph.as_graph_def().library.function:  # the cond branches
+            for node in function.node_def:
+                if node.op in names:
+                    found.setdefault(names[node.op], set()).add(True)
+    return found
+
+
+@pytest.mark.skipif(keras.backend.backend() not in ("tensorflow", "jax"),
+                    reason="inspects a traced TensorFlow graph or JAX jaxpr")
+def test_decompositions_run_only_inside_the_refresh_branches():
+    """The eigh (first step) and the QR (every `precondition_every` steps) are in conditional
+    branches, so the steps in between do not compute them (as a select would)."""
+    optimizer = SOAP(precondition_every=3)
+    variables = [keras.Variable(np.ones((4, 3), "float32")), keras.Variable(np.ones(3, "float32"))]
+    optimizer.build(variables)
+    gradients = [keras.ops.ones((4, 3)), keras.ops.ones((3,))]
+    assert _decompositions_by_place(optimizer, gradients, variables) == {
+        "eigh": {True}, "qr": {True}}

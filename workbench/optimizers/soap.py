@@ -51,9 +51,12 @@ class SOAP(keras.optimizers.Optimizer):
     attention kernel `(hidden, heads, head_dim)` becomes
     `(hidden, heads * head_dim)`.
 
-    Cost: per step, two products with the bases on each side of the
-    gradient and of the momentum; every `precondition_every` steps one
-    matrix product and one QR per side.
+    Cost: per step and side, three products with the basis (the gradient
+    and the momentum rotated in, the direction rotated back) and one for
+    the statistic; every `precondition_every` steps one more matrix product
+    and one QR per side. The refresh (and the first step's
+    eigendecomposition) sits in a conditional, not a select, so the steps
+    in between do not compute it on any backend.
 
     Args:
         learning_rate: A float, a
@@ -193,11 +196,13 @@ class SOAP(keras.optimizers.Optimizer):
         """One power-iteration + QR step per side; `velocity` is permuted along."""
         new_bases = []
         for statistic, basis, axis in zip(statistics, bases, axes):
-            estimated = ops.sum(basis * ops.matmul(statistic, basis), axis=0)
+            # One product serves both the eigenvalue estimates diag(Q^T L Q) and the power
+            # iteration: L Q[:, order] is (L Q)[:, order].
+            power = ops.matmul(statistic, basis)
+            estimated = ops.sum(basis * power, axis=0)
             order = ops.flip(ops.argsort(estimated), axis=0)
             velocity = ops.take(velocity, order, axis=axis)
-            basis_sorted = ops.take(basis, order, axis=1)
-            q, _ = ops.qr(ops.matmul(statistic, basis_sorted))
+            q, _ = ops.qr(ops.take(power, order, axis=1))
             new_bases.append(q)
         return velocity, new_bases
 
