@@ -97,7 +97,7 @@ def test_digits_federated_fast_runs_on_a_real_federation(tmp_path):
                      "--set", "federated.compare=('fedadam',)", "--out", out, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    federated = report["results"]["federated"]
+    federated = report["stages"]["federated"]
     assert set(federated["strategies"]) == {"fedprox", "fedadam", "central"}
     history = federated["strategies"]["fedprox"]["history"]
     assert [entry["round"] for entry in history] == [0, 1, 2]
@@ -107,6 +107,24 @@ def test_digits_federated_fast_runs_on_a_real_federation(tmp_path):
     assert len(sizes) == 3 and all(size > 0 for size in sizes)
     assert (out / "federated.png").is_file() and "Federated training" in (
         out / "report.md").read_text()
-    assert report["results"]["evaluate"]["test_accuracy"] == pytest.approx(
+    assert report["stages"]["evaluate"]["test_accuracy"] == pytest.approx(
         federated["test_accuracy"], abs=1e-6)
+    assert set(_flower_processes()) <= before, "a federation process outlived the run"
+
+
+@pytest.mark.slow
+def test_a_supernode_killed_mid_run_does_not_stop_the_federation(tmp_path):
+    before = set(_flower_processes())
+    out = tmp_path / "run"
+    result = run_cli("digits_federated", "--fast", "--set", "federated.rounds=3",
+                     "--set", "federated.min_clients=2", "--set", "federated.round_timeout=60",
+                     "--set", "federated.central_baseline=false", "--stages",
+                     "federated,evaluate", "--out", out, timeout=600,
+                     env={"WORKBENCH_FEDERATED_KILL": "2:1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    fedavg = json.loads((out / "report.json").read_text())["stages"]["federated"][
+        "strategies"]["fedavg"]
+    rounds = [(e["round"], e.get("answered"), e.get("failures")) for e in fedavg["history"]]
+    assert rounds[1:] == [(1, 3, 0), (2, 2, 1), (3, 2, 0)]
+    assert fedavg["failures"] == 1
     assert set(_flower_processes()) <= before, "a federation process outlived the run"

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,10 @@ def _stop_all_live():
 atexit.register(_stop_all_live)
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def _stop(process, grace=3.0):
     """SIGTERM the process group, then SIGKILL what is left after `grace` seconds."""
     if process.poll() is None:
@@ -168,10 +173,17 @@ class Federation:
     # ---- lifecycle -----------------------------------------------------------------------
 
     def __enter__(self):
+        # SIGTERM (a scheduler, `timeout`, `kill`) would end Python without unwinding, leaving
+        # the federation's processes behind: turn it into an exit that runs `close`.
+        self._previous_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self
 
     def __exit__(self, *exc):
         self.close()
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
         return False
 
     def _spawn(self, command, log_name, env):

@@ -28,7 +28,9 @@ def make_strategy(name, settings, train_metrics_aggr_fn=None, weighted_by_key="n
     the accountant is Flower's RDP accountant when the privacy spent can be accounted."""
     cls = getattr(flower, CLASSES[name])
     common = dict(fraction_train=settings["fraction"], fraction_evaluate=0.0,
-                  min_train_nodes=sampled_clients(settings),
+                  # Flower samples `fraction` of the connected nodes, never fewer than this:
+                  # with min_clients, a round goes on after a node has died.
+                  min_train_nodes=settings["min_clients"],
                   min_available_nodes=settings["min_clients"],
                   train_metrics_aggr_fn=train_metrics_aggr_fn, weighted_by_key=weighted_by_key)
     extra = {}

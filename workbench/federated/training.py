@@ -125,9 +125,15 @@ def _run_strategy(ctx, federation, job_path, name, settings):
         app = write_app(directory / "app", clientapp=f"workbench.federated.apps:{clientapp}")
         started = time.perf_counter()
 
+        kill = _kill_plan()
+
         def show(line):
             if PROGRESS in line:
-                ctx.say("  " + line.split(PROGRESS, 1)[1].strip())
+                text = line.split(PROGRESS, 1)[1].strip()
+                ctx.say("  " + text)
+                if kill and f"round {kill[1]}/" in text:
+                    federation.kill_supernode(kill[0])
+                    ctx.say(f"  (SuperNode of client {kill[0]} killed)")
 
         code = federation.run(app, {"job": str(job_path), "strategy": name, "label": name,
                                     "resume": bool(ctx.resuming)},
@@ -142,6 +148,18 @@ def _run_strategy(ctx, federation, job_path, name, settings):
         weights = [state[f"w{i}"] for i in range(len(state.files) - 1)]
     return {"history": history, "weights": weights,
             "done": json.loads(done.read_text())}
+
+
+def _kill_plan():
+    """Test-only fault injection: `WORKBENCH_FEDERATED_KILL=CLIENT:ROUND` SIGKILLs that client's
+    SuperNode as soon as the global model of ROUND is evaluated, while the next round starts."""
+    import os
+
+    text = os.environ.get("WORKBENCH_FEDERATED_KILL", "")
+    if not text:
+        return None
+    client, round_number = text.split(":")
+    return int(client), int(round_number)
 
 
 def _central(ctx, recipe, settings, test):
