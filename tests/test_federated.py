@@ -86,7 +86,7 @@ def _flower_processes():
     return [line for line in listing.splitlines()
             if any(word in line for word in ("flower-superlink", "flower-supernode",
                                              "flower-superexec", "flwr-clientapp",
-                                             "flwr-serverapp", "workbench.federated.worker"))]
+                                             "flwr-serverapp", "workbench.federated.executor"))]
 
 
 @pytest.mark.slow

@@ -1,10 +1,12 @@
-"""The workbench's Flower apps: a ServerApp that runs the recipe's strategy, and a thin ClientApp.
+"""The workbench's Flower apps: a ServerApp that runs the recipe's strategy, and a ClientApp.
 
-Both run in processes Flower starts (the SuperLink's `flwr-serverapp`, each SuperNode's
-`flwr-clientapp` per message) and import no TensorFlow: the ClientApp hands each message's
-weights to its node's warm Keras worker (workbench.federated.worker) and replies with what the
-worker returns; the ServerApp asks the stage's process to evaluate the global model on the
-validation split after every round. The ServerApp writes, atomically after every round, the
+The ClientApp hands each message's weights to its node's Keras worker
+(workbench.federated.worker) and replies with what the worker returns. Under the workbench's
+warm executor (workbench.federated.executor) the worker is already loaded in the process
+(`LOCAL_WORKERS`); under Flower's own `flwr-clientapp` (a SuperNode in subprocess isolation) the
+ClientApp loads it itself, for that one message. The ServerApp runs in the SuperLink's
+`flwr-serverapp` process, imports no TensorFlow, and asks the stage's process to evaluate the
+global model on the validation split after every round. The ServerApp writes, atomically after every round, the
 global weights and the round reached (`state.npz`, for `--resume`) and the round-by-round record
 (`history.json`): validation metrics, the clients' held-out metrics and their spread, replies
 and failures, bytes sent and received.
@@ -44,15 +46,28 @@ def _job(path):
 
 # ---- the ClientApp ---------------------------------------------------------------------------
 
+# {client: Worker} of the clients whose tasks this process runs (the warm executor fills it).
+LOCAL_WORKERS: dict = {}
+
+
+def _worker_of(node):
+    client = int(node["client"])
+    if client not in LOCAL_WORKERS:  # Flower's own per-message ClientApp process
+        from workbench.run import configure_environment
+
+        configure_environment(debug=False)
+        from workbench.federated.worker import client_workers
+
+        LOCAL_WORKERS.update(client_workers(_job(node["job"]), [client]))
+    return LOCAL_WORKERS[client]
+
 
 def _forward(msg, context, op):
-    node = context.node_config
-    job = _job(node["job"])
     weights = msg.content["arrays"].to_numpy_ndarrays()
     config = dict(msg.content["config"]) if "config" in msg.content else {}
     config["round-offset"] = config.get("round-offset", 0)
-    reply = ask(node["worker"], bytes.fromhex(job["authkey"]), op,
-                {"weights": weights, "config": config})
+    reply = _worker_of(context.node_config).handle(op, {"weights": weights, "config": config,
+                                                        "run": msg.metadata.run_id})
     metrics = MetricRecord({key: value for key, value in reply.get("metrics", reply).items()
                             if isinstance(value, (int, float))})
     content = RecordDict({"metrics": metrics})

@@ -1,17 +1,19 @@
-"""A real Flower federation on this machine: one SuperLink, one SuperNode per client, and one
-warm Keras worker behind each SuperNode, all on 127.0.0.1 with free ports, stopped together.
+"""A real Flower federation on this machine: one SuperLink, one SuperNode per client, and the
+warm executors that run the SuperNodes' ClientApp tasks, all on 127.0.0.1 with free ports,
+stopped together.
 
-Flower's Deployment Engine starts a fresh `flwr-clientapp` process for every message it hands a
-SuperNode. Importing TensorFlow and Keras takes about 6 s of CPU, so a ClientApp that trained by
-itself would pay that for every client in every round. The workbench's ClientApp
-(`workbench.federated.apps`) imports only Flower and NumPy and forwards each message over an
-authenticated local connection to its node's worker (`workbench.federated.worker`), which keeps
-the model, the optimizer and the client's data loaded between rounds. Everything Flower does
-(sampling, aggregation, privacy, message routing, node failure) stays Flower's.
+Flower's own executor starts a fresh `flwr-clientapp` process for every message it hands a
+SuperNode; importing TensorFlow and Keras takes about 6 s of CPU, which every client would pay
+in every round. The SuperNodes here run in Flower's `process` isolation mode instead, and a few
+long-lived executor processes (`workbench.federated.executor`, one per CPU core by default) take
+their tasks over the SuperNodes' Runtime API and run the ClientApp with the model, the optimizer
+and the clients' data kept loaded. Everything Flower does (sampling, aggregation, privacy,
+message routing, node failure) stays Flower's.
 
 Every process this module starts is in its own process group and is stopped when the federation
-closes, on success, on failure and on Ctrl-C (`Federation` is a context manager; an `atexit`
-hook covers an interpreter that exits another way).
+closes, on success, on failure, on Ctrl-C and on SIGTERM (`Federation` is a context manager; an
+`atexit` hook covers an interpreter that exits another way); on Linux each also gets SIGKILL
+from the kernel when the stage's process dies, even by SIGKILL.
 """
 
 from __future__ import annotations
@@ -79,6 +81,18 @@ def wait_for_port(port, timeout, process=None, what="process", log=None):
     raise RuntimeError(f"{what} did not open port {port} within {timeout:.0f} s{_log_tail(log)}")
 
 
+def _wait_for_file(path, timeout, process, what, log=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if Path(path).exists():
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} before it was "
+                               f"ready{_log_tail(log)}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} was not ready within {timeout:.0f} s{_log_tail(log)}")
+
+
 def _log_tail(log):
     if log is None or not Path(log).is_file():
         return ""
@@ -90,7 +104,7 @@ def flower_environment(home):
     env = dict(os.environ)
     env.update(FLOWER_ENV)
     env["FLWR_HOME"] = str(home)
-    # The workers and apps import the workbench from this checkout too.
+    # The executors and apps import the workbench from this checkout too.
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     return env
@@ -109,6 +123,16 @@ atexit.register(_stop_all_live)
 
 def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
+
+
+def _die_with_parent():
+    """In the child, before exec: the kernel sends it SIGKILL when its parent dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _stop(process, grace=3.0):
@@ -135,17 +159,12 @@ def _stop(process, grace=3.0):
 
 @dataclass
 class Node:
-    """One client: its SuperNode and the Keras worker behind it."""
+    """One client: its SuperNode (with its Runtime API port) and the executor that serves it."""
 
     index: int
-    worker_port: int
-    supernode_port: int
-    worker: subprocess.Popen | None = None
+    runtime_port: int
+    executor: int = 0
     supernode: subprocess.Popen | None = None
-
-    @property
-    def alive(self):
-        return self.supernode is not None and self.supernode.poll() is None
 
 
 @dataclass
@@ -153,8 +172,8 @@ class Federation:
     """The processes of one local federation. Use as a context manager:
 
         with Federation(directory, job_path, clients=10) as federation:
-            federation.start()
-            federation.run(app_dir, run_config)
+            federation.start(executors=2)
+            federation.run(app_dir, run_config, "run.log")
     """
 
     directory: Path
@@ -191,16 +210,18 @@ class Federation:
         log = open(self.logs / log_name, "ab")
         try:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
+                                       stdin=subprocess.DEVNULL, start_new_session=True,
+                                       preexec_fn=_die_with_parent
+                                       if sys.platform.startswith("linux") else None)
         finally:
             log.close()
         self.processes.append(process)
         _LIVE.add(process)
         return process
 
-    def start(self, worker_command, ready_timeout=180.0):
-        """Start the SuperLink, every worker, then every SuperNode, and wait until all are up.
-        `worker_command(index, port)` is the worker's command line."""
+    def start(self, executors=1, ready_timeout=180.0):
+        """Start the SuperLink, the executors, then every SuperNode, and wait until all are up.
+        Clients are dealt to `executors` executor processes in turn."""
         self.home.mkdir(parents=True, exist_ok=True)
         env = flower_environment(self.home)
         if not self.superlink_port:
@@ -212,33 +233,43 @@ class Federation:
             [_script("flower-superlink"), "--insecure", "--host", "127.0.0.1",
              "--port", str(self.superlink_port), "--disable-runtime-dependency-installation"],
             "superlink.log", env)
-        self.nodes = [Node(index, free_port(), free_port()) for index in range(self.clients)]
-        worker_env = dict(env, TF_CPP_MIN_LOG_LEVEL="3", TF_NUM_INTEROP_THREADS="1",
-                          TF_NUM_INTRAOP_THREADS="1")
-        for node in self.nodes:
-            node.worker = self._spawn(worker_command(node.index, node.worker_port),
-                                      f"worker-{node.index}.log", worker_env)
+        executors = max(1, min(executors, self.clients))
+        self.nodes = [Node(index, free_port(), index % executors)
+                      for index in range(self.clients)]
+        executor_env = dict(env, TF_CPP_MIN_LOG_LEVEL="3", TF_NUM_INTEROP_THREADS="1",
+                          TF_NUM_INTRAOP_THREADS="1" if executors > 1 else "2")
+        self.executors = []
+        for k in range(executors):
+            ready = self.directory / f"executor-{k}.ready"
+            ready.unlink(missing_ok=True)
+            nodes = [f"{n.index}=127.0.0.1:{n.runtime_port}" for n in self.nodes
+                     if n.executor == k]
+            process = self._spawn(
+                [sys.executable, "-m", "workbench.federated.executor", str(self.job_path),
+                 *nodes], f"executor-{k}.log",
+                dict(executor_env, WORKBENCH_EXECUTOR_READY=str(ready)))
+            self.executors.append((process, ready))
         wait_for_port(self.superlink_port, 60, self.superlink, "the Flower SuperLink",
                       self.logs / "superlink.log")
-        for node in self.nodes:
-            self.start_supernode(node, env)
         started = time.monotonic()
         for node in self.nodes:
+            self.start_supernode(node, env)
+        for k, (process, ready) in enumerate(self.executors):
             left = max(5.0, ready_timeout - (time.monotonic() - started))
-            wait_for_port(node.worker_port, left, node.worker, f"the worker of client {node.index}",
-                          self.logs / f"worker-{node.index}.log")
+            _wait_for_file(ready, left, process, f"executor {k}", self.logs / f"executor-{k}.log")
         self.say(f"  federation up: SuperLink 127.0.0.1:{self.superlink_port}, "
-                 f"{self.clients} SuperNodes with their workers "
-                 f"({time.monotonic() - started:.1f} s for the workers to load)")
+                 f"{self.clients} SuperNodes, {executors} executor"
+                 f"{'s' if executors > 1 else ''} ({time.monotonic() - started:.1f} s to load "
+                 "the model and the clients' data)")
 
     def start_supernode(self, node, env=None):
         env = env or flower_environment(self.home)
-        node_config = (f'client={node.index} worker="127.0.0.1:{node.worker_port}" '
-                       f'job="{self.job_path}"')
+        node_config = f'client={node.index} job="{self.job_path}"'
         node.supernode = self._spawn(
             [_script("flower-supernode"), "--insecure",
              "--superlink", f"127.0.0.1:{self.superlink_port}",
-             "--host", "127.0.0.1", "--port", str(node.supernode_port),
+             "--isolation", "process",
+             "--host", "127.0.0.1", "--port", str(node.runtime_port),
              "--node-config", node_config],
             f"supernode-{node.index}.log", env)
 

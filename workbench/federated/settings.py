@@ -53,6 +53,8 @@ class FederatedSettings:
             for the same number of epochs in total, for the report.
         engine: `deployment` (a real SuperLink and SuperNodes on 127.0.0.1) or `simulation`
             (Flower's Simulation Engine; needs Ray).
+        executors: processes that run the local SuperNodes' ClientApp tasks with the model
+            kept loaded (0: one per CPU core, at most one per client).
         round_timeout: seconds a round waits for its clients' replies.
         port: the SuperLink's port on 127.0.0.1 (0: a free one, chosen by the stage).
     """
@@ -84,6 +86,7 @@ class FederatedSettings:
     central_baseline: bool = True
     engine: str = "deployment"
     round_timeout: float = 120.0
+    executors: int = 0
     port: int = 0
 
     def problems(self):
@@ -114,6 +117,7 @@ class FederatedSettings:
             (self.clipping_norm is None or self.clipping_norm > 0,
              "federated.clipping_norm must be positive"),
             (0 < self.delta < 1, "federated.delta must be in (0, 1)"),
+            (self.executors >= 0, f"federated.executors must be >= 0, got {self.executors}"),
             (self.round_timeout > 0, "federated.round_timeout must be positive"),
             (0 <= self.port < 65536, f"federated.port must be in [0, 65535], got {self.port}"),
             (self.privacy == "none" or self.clipping_norm is not None,

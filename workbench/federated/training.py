@@ -8,11 +8,13 @@ The global model of `federated.strategy` becomes the run's model, so `evaluate`,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import secrets
-import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +50,15 @@ def federated(ctx, partition):
             + ", ".join(strategies_of(settings)))
     ctx.say(_indent(stats_markdown(partition, class_names)))
 
-    steps = max(1, math.ceil(data.info.sizes["train"] / settings.clients / recipe.batch_size))
-    model = compile_model(ctx, recipe, steps)
+    # The recipe's schedule spans the whole federation: a client's step count runs on from
+    # round to round (workbench.federated.worker), for rounds x local epochs of an average
+    # client's data (or rounds x local steps).
+    if settings.local_steps:
+        steps, epochs = settings.local_steps, settings.rounds
+    else:
+        steps = max(1, math.ceil(data.info.sizes["train"] / settings.clients / recipe.batch_size))
+        epochs = settings.rounds * settings.local_epochs
+    model = compile_model(ctx, dataclasses.replace(recipe, epochs=epochs), steps)
     with ctx.run_dir.atomic(f"{FEDERATED_DIR}/initial.keras") as temp:
         model.save(temp)
     initial_weights = directory / "initial_weights.npz"
@@ -62,17 +71,25 @@ def federated(ctx, partition):
     server_port, _ = serve_in_thread(Worker(model, holdout=val), bytes.fromhex(authkey))
     job_path = write_job(ctx.run_dir, directory, recipe, partition, directory / "initial.keras",
                          authkey=authkey, server_worker=f"127.0.0.1:{server_port}",
+                         schedule_steps_per_round=steps * (1 if settings.local_steps
+                                                           else settings.local_epochs),
                          initial_weights=str(initial_weights.resolve()))
 
     runs = {}
     started = time.perf_counter()
     with flower.Federation(directory, job_path, settings.clients, superlink_port=settings.port,
                            say=ctx.say) as federation:
-        federation.start(lambda index, port: [sys.executable, "-m", "workbench.federated.worker",
-                                              str(job_path), str(index), str(port)])
+        federation.start(executors=settings.executors or os.cpu_count() or 1)
         ready_seconds = time.perf_counter() - started
-        for name in strategies_of(settings):
-            runs[name] = _run_strategy(ctx, federation, job_path, name, settings)
+        # Every strategy runs at once on the one federation (a SuperLink serves many runs; a
+        # SuperNode takes the next run's message as soon as it has answered one), so the
+        # rounds' waiting on Flower's polling overlaps; their results do not mix.
+        names = strategies_of(settings)
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            futures = {name: pool.submit(_run_strategy, ctx, federation, job_path, name,
+                                         settings) for name in names}
+            for name in names:
+                runs[name] = futures[name].result()
     total_seconds = time.perf_counter() - started
 
     results = {"clients": settings.clients, "rounds": settings.rounds,
@@ -171,7 +188,7 @@ def _central(ctx, recipe, settings, test):
     epochs = settings.rounds * settings.local_epochs if not settings.local_steps else max(
         1, round(settings.rounds * settings.local_steps * settings.clients / steps))
     started = time.perf_counter()
-    model = compile_model(ctx, recipe, steps)
+    model = compile_model(ctx, dataclasses.replace(recipe, epochs=epochs), steps)
     train = data.batches("train", recipe.batch_size, shuffle=True, seed=recipe.seed)
     history = model.fit(train, validation_data=data.batches("val", recipe.batch_size),
                         epochs=epochs, verbose=0)

@@ -1,24 +1,23 @@
-"""The warm Keras side of one federated client (or of the server's evaluation).
+"""The Keras side of federated clients (and of the server's evaluation).
 
-`python -m workbench.federated.worker JOB CLIENT PORT` loads the run's data source, keeps its
-client's part of the training split (workbench.federated.partition), loads the run's initial
-model with the recipe's optimizer, loss and regularizer (`initial.keras`), and then answers the
-ClientApp's requests on 127.0.0.1:PORT (an authenticated `multiprocessing.connection`): `fit`
-trains the received global weights locally and returns the new ones, `evaluate` measures them.
-The server's evaluation (`Worker` with the validation split) runs in the stage's own process.
+`client_workers` loads the run's data source once, keeps each client's part of the training
+split (workbench.federated.partition) and the run's initial model with the recipe's optimizer,
+loss and regularizer (`initial.keras`); a `Worker` answers `fit` (train the received global
+weights locally, return the new ones) and `evaluate`. The warm executor
+(workbench.federated.executor) holds its clients' workers for the whole run; the server's
+evaluation (a `Worker` on the validation split) runs in the stage's own process and answers the
+ServerApp over an authenticated local connection (`serve`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import sys
 import threading
 import time
 from multiprocessing.connection import Listener
-from pathlib import Path
 
+import keras
 import numpy as np
 
 # Test-only fault injection for the robustness comparison: "CLIENT:KIND:FACTOR", KIND being
@@ -30,7 +29,8 @@ class Worker:
     """Trains and evaluates one Keras model on one client's data (or the server's split)."""
 
     def __init__(self, model, train=None, holdout=None, train_examples=0, batch_size=32,
-                 local_epochs=1, local_steps=0, seed=0, fault=None):
+                 local_epochs=1, local_steps=0, seed=0, fault=None, lock=None,
+                 schedule_steps_per_round=None):
         from workbench.optimizers import Proximal
 
         self.model = model
@@ -42,9 +42,11 @@ class Worker:
         self.local_steps = local_steps
         self.seed = seed
         self.fault = fault
-        self.lock = threading.Lock()
-        self.steps_per_round = (local_steps or local_epochs * max(
-            1, math.ceil(self.train_examples / batch_size))) if train is not None else 0
+        self.lock = lock or threading.Lock()  # shared by the workers that share a model
+        # The schedule's steps per round: an average client's (the stage compiles the
+        # recipe's schedule over rounds x this), else this client's own.
+        self.schedule_steps_per_round = schedule_steps_per_round or (
+            local_steps or local_epochs * max(1, math.ceil(self.train_examples / batch_size)))
         optimizer = model.optimizer
         if train is not None and not isinstance(optimizer, Proximal):
             # FedProx's proximal term around the recipe's own optimizer; mu = 0 unless the
@@ -53,10 +55,15 @@ class Worker:
             model.compile(optimizer=optimizer, loss=model.loss, metrics=_metrics_of(model),
                           jit_compile=getattr(model, "jit_compile", False))
         if train is not None:
-            optimizer.build(model.trainable_variables)
-            # Clients start every round from the optimizer's initial state (moments at zero),
-            # with the step count of the global round so the recipe's schedule runs on.
-            self.initial_optimizer_state = [np.array(v.numpy()) for v in optimizer.variables]
+            if not getattr(optimizer, "built", False):
+                optimizer.build(model.trainable_variables)
+            # Each client keeps its own optimizer state (step count, moments) from round to
+            # round, as a client process that stays up would: the recipe's schedule follows
+            # the client's own steps, and Adam's bias correction matches its moments. (Zeroed
+            # moments under a running step count would multiply Adam's first steps.)
+            self.initial_state = [np.array(v.numpy()) for v in optimizer.variables]
+            self.optimizer_state = {}  # per run: runs of several strategies may share a worker
+            self.schedule = _offset_schedule(optimizer)
 
     def handle(self, op, payload):
         with self.lock:
@@ -66,7 +73,8 @@ class Worker:
                 self._set_weights(payload["weights"])
                 return self._evaluate(self.holdout, "")
             if op == "fit":
-                return self._fit(payload["weights"], payload.get("config", {}))
+                return self._fit(payload["weights"], payload.get("config", {}),
+                                 payload.get("run", 0))
         raise ValueError(f"unknown request '{op}'")
 
     def _set_weights(self, weights):
@@ -78,15 +86,18 @@ class Worker:
         values = self.model.evaluate(dataset, verbose=0, return_dict=True)
         return {f"{prefix}{name}": float(value) for name, value in values.items()}
 
-    def _fit(self, weights, config):
+    def _fit(self, weights, config, run=0):
         started = time.perf_counter()
         self._set_weights(weights)
         metrics = self._evaluate(self.holdout, "holdout_")
         optimizer = self.model.optimizer
-        for variable, value in zip(optimizer.variables, self.initial_optimizer_state):
+        for variable, value in zip(optimizer.variables,
+                                   self.optimizer_state.get(run, self.initial_state)):
             variable.assign(value)
         server_round = int(config.get("server-round", 1)) + int(config.get("round-offset", 0))
-        optimizer.iterations.assign((server_round - 1) * self.steps_per_round)
+        if self.schedule is not None:
+            self.schedule.offset.assign((server_round - 1) * self.schedule_steps_per_round
+                                        - int(optimizer.iterations.numpy()))
         optimizer.set_mu(float(config.get("proximal-mu", 0.0)))
         optimizer.set_anchor()
         seed = self.seed + 1000 * server_round
@@ -96,6 +107,7 @@ class Worker:
         else:
             history = self.model.fit(self.train(seed), epochs=self.local_epochs, verbose=0)
         new = self.model.get_weights()
+        self.optimizer_state[run] = [np.array(v.numpy()) for v in optimizer.variables]
         if self.fault is not None:
             kind, factor = self.fault
             sign = -1.0 if kind == "sign_flip" else 1.0
@@ -106,6 +118,36 @@ class Worker:
         metrics.update({"num-examples": self.train_examples, "unit-weight": 1,
                         "local-seconds": time.perf_counter() - started})
         return {"weights": new, "metrics": metrics}
+
+
+def _offset_schedule(optimizer):
+    """Make the (inner) optimizer's schedule read `iterations + offset`; None for a constant
+    learning rate. Workers that share a model share the one schedule."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    schedule = getattr(inner, "_learning_rate", None)
+    if isinstance(schedule, OffsetSchedule):
+        return schedule
+    if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return None
+    inner.learning_rate = OffsetSchedule(schedule)
+    return inner._learning_rate
+
+
+class OffsetSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule(step + offset)`. A client's optimizer counts its own steps (for its moments'
+    bias correction), while the recipe's schedule should follow the federation's progress: the
+    worker sets the offset each round so that the schedule starts the round where an average
+    client would be, whatever this client's data size or the rounds it sat out."""
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+        self.offset = keras.Variable(0, dtype="int64", trainable=False, name="schedule_offset")
+
+    def __call__(self, step):
+        return self.schedule(keras.ops.add(keras.ops.cast(step, "int64"), self.offset))
+
+    def get_config(self):
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule)}
 
 
 def _metrics_of(model):
@@ -159,49 +201,36 @@ def parse_fault(text, client):
     return kind, float(factor)
 
 
-def client_worker(job, client):
-    """The worker of client `client` of the run described by `job` (the stage's job.json)."""
+def client_workers(job, clients):
+    """The workers of `clients` of the run described by `job` (the stage's job.json), in this
+    process: the run's data is loaded once and one model (with the recipe's optimizer, loss and
+    regularizer) serves them all in turn, each client training from the weights it is sent."""
     from workbench import components
     from workbench.federated.partition import client_dataset
     from workbench.federated.jobs import load_job_data, load_partition
 
+    import tensorflow as tf
+
     data = load_job_data(job)
-    positions, holdout = load_partition(job, client)
     settings = job["settings"]
     batch_size = job["batch_size"]
     model = components.load_model(job["initial_model"])
-    import tensorflow as tf
+    lock = threading.Lock()
+    workers = {}
+    for client in clients:
+        positions, holdout = load_partition(job, client)
+        own = client_dataset(data, positions)
 
-    own = client_dataset(data, positions)
+        def train(seed, own=own, size=max(1, len(positions))):
+            return own.shuffle(size, seed=seed, reshuffle_each_iteration=True) \
+                .batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
-    def train(seed):
-        return own.shuffle(max(1, len(positions)), seed=seed, reshuffle_each_iteration=True) \
-            .batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-    held = (client_dataset(data, holdout).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-            if len(holdout) else None)
-    return Worker(model, train=train, holdout=held, train_examples=len(positions),
-                  batch_size=batch_size, local_epochs=settings["local_epochs"],
-                  local_steps=settings["local_steps"], seed=job["seed"] + client,
-                  fault=parse_fault(os.environ.get(FAULT_ENV, ""), client))
-
-
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    job_path, client, port = argv[0], int(argv[1]), int(argv[2])
-    from workbench.run import configure_environment
-
-    configure_environment(debug=False)
-    import keras
-
-    job = json.loads(Path(job_path).read_text())
-    keras.utils.set_random_seed(job["seed"] + client)
-    worker = client_worker(job, client)
-    authkey = bytes.fromhex(job["authkey"])
-    print(f"worker of client {client}: {worker.train_examples} training examples, serving on "
-          f"127.0.0.1:{port}", flush=True)
-    serve(worker, port, authkey)
-
-
-if __name__ == "__main__":
-    main()
+        held = (client_dataset(data, holdout).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+                if len(holdout) else None)
+        workers[client] = Worker(model, train=train, holdout=held, train_examples=len(positions),
+                                 batch_size=batch_size, local_epochs=settings["local_epochs"],
+                                 local_steps=settings["local_steps"], seed=job["seed"] + client,
+                                 fault=parse_fault(os.environ.get(FAULT_ENV, ""), client),
+                                 lock=lock,
+                                 schedule_steps_per_round=job.get("schedule_steps_per_round"))
+    return workers
