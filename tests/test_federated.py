@@ -1,14 +1,19 @@
 """The federated stage: the FedProx optimizer wrapper, every bad input refused before any
-process starts, and (slow) a real Flower federation on loopback end to end."""
+process starts, and (slow) a real Flower federation on loopback: end to end, a killed SuperNode,
+differential privacy, a malicious client, and resume after the stage is killed."""
 
 import json
+import os
 import socket
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli, run_cli_cases
+from conftest import REPO, cli_env, run_cli, run_cli_cases
 
 
 def test_proximal_pulls_towards_the_anchor():
@@ -128,3 +133,89 @@ def test_a_supernode_killed_mid_run_does_not_stop_the_federation(tmp_path):
     assert rounds[1:] == [(1, 3, 0), (2, 2, 1), (3, 2, 0)]
     assert fedavg["failures"] == 1
     assert set(_flower_processes()) <= before, "a federation process outlived the run"
+
+
+def _processes_of(run_dir):
+    """Processes whose command line or environment names `run_dir` (the federation's SuperLink
+    and SuperNodes carry FLWR_HOME inside it, the executors its job file)."""
+    found = []
+    needle = str(run_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            text = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in text:
+            found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+    return found
+
+
+@pytest.mark.slow
+def test_differential_privacy_reports_epsilon(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("digits_federated", "--fast", "--set", "federated.privacy=server_fixed",
+                     "--set", "federated.noise_multiplier=1.0",
+                     "--set", "federated.clipping_norm=1.0",
+                     "--set", "federated.central_baseline=false", "--stages", "federated",
+                     "--out", out, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fedavg = json.loads((out / "report.json").read_text())["stages"]["federated"][
+        "strategies"]["fedavg"]
+    epsilons = [entry["epsilon"] for entry in fedavg["history"] if entry["round"] > 0]
+    assert len(epsilons) == 2 and 0 < epsilons[0] < epsilons[1] < 1e3
+    assert fedavg["epsilon"] == pytest.approx(epsilons[-1])
+    assert "epsilon" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_malicious_client_ruins_fedavg_but_not_the_robust_strategies(tmp_path):
+    """Client 0 sends its update sign-flipped and scaled by 10 (test-only fault injection)."""
+    out = tmp_path / "run"
+    result = run_cli("digits_federated", "--fast", "--set", "federated.clients=5",
+                     "--set", "federated.rounds=3", "--set", "federated.partition=iid",
+                     "--set", "federated.compare=('fedmedian','krum','fedtrimmedavg')",
+                     "--set", "federated.central_baseline=false", "--stages", "federated",
+                     "--out", out, timeout=900,
+                     env={"WORKBENCH_FEDERATED_FAULT": "0:sign_flip:10"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    strategies = json.loads((out / "report.json").read_text())["stages"]["federated"][
+        "strategies"]
+    accuracy = {name: run["test_accuracy"] for name, run in strategies.items()}
+    assert accuracy["fedavg"] < 0.3, accuracy
+    for name in ("fedmedian", "krum", "fedtrimmedavg"):
+        assert accuracy[name] > accuracy["fedavg"] + 0.3, accuracy
+
+
+@pytest.mark.slow
+def test_resume_after_the_stage_is_killed_continues_from_the_last_round(tmp_path):
+    out = tmp_path / "run"
+    args = ["digits_federated", "--fast", "--set", "federated.rounds=4",
+            "--set", "federated.central_baseline=false", "--stages", "federated"]
+    process = subprocess.Popen([sys.executable, "-m", "workbench.run", *args, "--out", str(out)],
+                               cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    history_path = out / "federated" / "fedavg" / "history.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if history_path.is_file() and json.loads(history_path.read_text())[-1]["round"] >= 2:
+            break
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    before = json.loads(history_path.read_text())
+    # The kernel kills the stage's children at once; Flower's own SuperExec and ServerApp
+    # processes notice their parent is gone within a second and shut down.
+    deadline = time.monotonic() + 30
+    while _processes_of(out) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _processes_of(out), "a federation process outlived the killed stage"
+    result = run_cli(*args, "--resume", out, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((out / "report.json").read_text())["stages"]["federated"][
+        "strategies"]["fedavg"]["history"]
+    assert [entry["round"] for entry in history] == list(range(5))
+    assert history[:len(before)] == before  # the rounds done before the kill are kept
+    assert not _processes_of(out)

@@ -205,6 +205,7 @@ def main(grid: Grid, context: Context):
 
     config = context.run_config
     job = _job(config["job"])
+    _end_with_the_stage(job.get("stage_pid"))
     settings = job["settings"]
     label = config["label"]
     directory = Path(job["directory"]) / label
@@ -258,6 +259,28 @@ def main(grid: Grid, context: Context):
     _atomic_text(directory / "done.json", json.dumps({
         "rounds": total, "epsilon": epsilon_of(accountant), "strategy": config["strategy"],
         "seconds": time.perf_counter() - recorder.started}))
+
+
+def _end_with_the_stage(pid):
+    """The ServerApp runs under the SuperLink's SuperExec, not under the stage: if the stage's
+    process dies (even by SIGKILL), end at once rather than wait on it; every round reached is
+    already saved."""
+    if not pid:
+        return
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+    import threading
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _atomic_text(path, text):

@@ -135,6 +135,13 @@ def _die_with_parent():
         pass
 
 
+def _die_with_us():
+    """Popen arguments for a child that the kernel kills when this process dies (Linux). The
+    signal follows the thread that started the child, so children are started by threads that
+    outlive them (the main thread, or the thread that waits for the child)."""
+    return {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
+
+
 def _stop(process, grace=3.0):
     """SIGTERM the process group, then SIGKILL what is left after `grace` seconds."""
     if process.poll() is None:
@@ -211,8 +218,7 @@ class Federation:
         try:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                        stdin=subprocess.DEVNULL, start_new_session=True,
-                                       preexec_fn=_die_with_parent
-                                       if sys.platform.startswith("linux") else None)
+                                       **_die_with_us())
         finally:
             log.close()
         self.processes.append(process)
@@ -298,7 +304,7 @@ class Federation:
         with open(self.logs / log_name, "a", encoding="utf-8") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        env=env, stdin=subprocess.DEVNULL, text=True,
-                                       start_new_session=True, bufsize=1)
+                                       start_new_session=True, bufsize=1, **_die_with_us())
             self.processes.append(process)
             _LIVE.add(process)
             deadline = None if timeout is None else time.monotonic() + timeout

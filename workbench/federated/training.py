@@ -73,7 +73,7 @@ def federated(ctx, partition):
                          authkey=authkey, server_worker=f"127.0.0.1:{server_port}",
                          schedule_steps_per_round=steps * (1 if settings.local_steps
                                                            else settings.local_epochs),
-                         initial_weights=str(initial_weights.resolve()))
+                         initial_weights=str(initial_weights.resolve()), stage_pid=os.getpid())
 
     runs = {}
     started = time.perf_counter()
