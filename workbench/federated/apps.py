@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
@@ -90,7 +91,27 @@ def _client_app(mods=()):
     return app
 
 
+def _secagg_client(context):
+    """The ClientApp of a SecAgg+ run: Flower's SecAgg+ protocol (`secaggplus_mod`) masks the
+    update of Flower's legacy fit messages, so the worker is reached through a NumPyClient."""
+    from flwr.client import NumPyClient
+
+    class SecAggClient(NumPyClient):
+        def fit(self, parameters, config):
+            config = dict(config)
+            config.setdefault("round-offset", 0)
+            reply = _worker_of(context.node_config).handle(
+                "fit", {"weights": parameters, "config": config, "run": context.run_id})
+            metrics = {key: value for key, value in reply["metrics"].items()
+                       if isinstance(value, (int, float))}
+            return [np.asarray(w) for w in reply["weights"]], int(metrics["num-examples"]), \
+                metrics
+
+    return SecAggClient().to_client()
+
+
 client_app = _client_app()
+client_app_secagg = ClientApp(client_fn=_secagg_client, mods=[secaggplus_mod])
 # Client-side DP: the client clips its own update before sending it (Flower's mods).
 client_app_fixed_clipping = _client_app([fixedclipping_mod])
 client_app_adaptive_clipping = _client_app([adaptiveclipping_mod])
@@ -127,8 +148,12 @@ class Recorder:
         return aggregate_metricrecords(replies, weighted_by_key)
 
     def on_exchange(self, sent, received, failed, bytes_sent, bytes_received):
+        """One exchange of messages; a SecAgg+ round has four (setup, keys, masked updates,
+        unmasking): the bytes add up, the counts are the last exchange's."""
         self.current.update(sampled=sent, answered=received, failures=failed,
-                            bytes_sent=bytes_sent, bytes_received=bytes_received)
+                            bytes_sent=self.current.get("bytes_sent", 0) + bytes_sent,
+                            bytes_received=self.current.get("bytes_received", 0)
+                            + bytes_received)
 
     def save(self, server_round, arrays, metrics, epsilon=None):
         round_number = self.offset + server_round
@@ -168,8 +193,7 @@ class CountingGrid:
         destinations = {}
         bytes_sent = 0
         for message in messages:
-            if "arrays" in message.content:
-                bytes_sent += message.content["arrays"].count_bytes()
+            bytes_sent += _array_bytes(message)
         ids = list(self._grid.push_messages(messages))
         for message_id, message in zip(ids, messages):
             destinations[message_id] = message.metadata.dst_node_id
@@ -189,11 +213,14 @@ class CountingGrid:
                 waiting = {m for m in waiting if destinations[m] in alive}
             time.sleep(self._poll)
         good = [r for r in replies if not r.has_error()]
-        bytes_received = sum(r.content["arrays"].count_bytes() for r in good
-                             if "arrays" in r.content)
+        bytes_received = sum(_array_bytes(r) for r in good)
         self._recorder.on_exchange(len(messages), len(good), len(messages) - len(good),
                                    bytes_sent, bytes_received)
         return replies
+
+
+def _array_bytes(message):
+    return sum(record.count_bytes() for record in message.content.array_records.values())
 
 
 server_app = ServerApp()
@@ -252,13 +279,50 @@ def main(grid: Grid, context: Context):
     if start_round >= total:
         print(f"{PROGRESS} [{label}] all {total} rounds were done before", flush=True)
         return
-    strategy.start(grid=CountingGrid(grid, recorder), initial_arrays=ArrayRecord(initial),
-                   num_rounds=total - start_round, timeout=settings["round_timeout"],
-                   train_config=ConfigRecord({"round-offset": start_round}),
-                   evaluate_fn=evaluate)
+    if settings["secagg"]:
+        _run_secagg(CountingGrid(grid, recorder), context, settings, config["strategy"],
+                    initial, start_round, total, evaluate)
+    else:
+        strategy.start(grid=CountingGrid(grid, recorder), initial_arrays=ArrayRecord(initial),
+                       num_rounds=total - start_round, timeout=settings["round_timeout"],
+                       train_config=ConfigRecord({"round-offset": start_round}),
+                       evaluate_fn=evaluate)
     _atomic_text(directory / "done.json", json.dumps({
         "rounds": total, "epsilon": epsilon_of(accountant), "strategy": config["strategy"],
         "seconds": time.perf_counter() - recorder.started}))
+
+
+def _run_secagg(grid, context, settings, name, initial, start_round, total, evaluate):
+    """FedAvg (or FedProx's proximal term on the clients) with Flower's SecAgg+ protocol: the
+    server learns only the weighted sum of the clients' updates. SecAgg+ runs in Flower's
+    workflow API, with its legacy strategy."""
+    from flwr.common import ndarrays_to_parameters
+    from flwr.server import ServerConfig
+    from flwr.server.compat import LegacyContext
+    from flwr.server.strategy import FedAvg
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+    def fit_config(server_round):
+        config = {"server-round": server_round, "round-offset": start_round}
+        if name == "fedprox":
+            config["proximal-mu"] = settings["proximal_mu"]
+        return config
+
+    def evaluate_fn(server_round, parameters, _config):
+        metrics = evaluate(server_round, ArrayRecord([np.asarray(p) for p in parameters]))
+        return None if metrics is None else (float(metrics.get("val_loss", 0.0)), dict(metrics))
+
+    strategy = FedAvg(fraction_fit=settings["fraction"], fraction_evaluate=0.0,
+                      min_fit_clients=settings["min_clients"],
+                      min_available_clients=settings["min_clients"],
+                      initial_parameters=ndarrays_to_parameters(initial),
+                      on_fit_config_fn=fit_config, evaluate_fn=evaluate_fn)
+    legacy = LegacyContext(context=context, strategy=strategy, config=ServerConfig(
+        num_rounds=total - start_round, round_timeout=settings["round_timeout"]))
+    # Every sampled client shares its key with all others; 3 of 5 shares (60%) rebuild it.
+    workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
+        num_shares=1.0, reconstruction_threshold=0.6, timeout=settings["round_timeout"]))
+    workflow(grid, legacy)
 
 
 def _end_with_the_stage(pid):

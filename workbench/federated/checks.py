@@ -28,8 +28,17 @@ def check_federated(recipe, data, stages):
         raise WorkbenchError("federated.engine 'simulation' is not supported by this version of "
                              "the workbench yet; use the default, deployment")
     if settings.secagg:
-        raise WorkbenchError("federated.secagg (SecAgg+) is not supported by this version of the "
-                             "workbench yet")
+        others = [name for name in (settings.strategy, *settings.compare)
+                  if name not in ("fedavg", "fedprox")]
+        if others:
+            raise WorkbenchError(
+                f"federated.secagg (SecAgg+) reveals only the sum of the updates, which "
+                f"{', '.join(others)} cannot aggregate; use fedavg or fedprox with it")
+        if settings.privacy != "none":
+            raise WorkbenchError("federated.secagg (SecAgg+) with federated.privacy is not "
+                                 "supported; choose one")
+        if settings.clients < 3:
+            raise WorkbenchError("federated.secagg (SecAgg+) needs at least 3 clients")
     if settings.port:
         check_port_free(settings.port, "federated.port: the SuperLink's")
     return partition_training_split(data, recipe, settings, recipe.seed)

@@ -139,6 +139,8 @@ def _run_strategy(ctx, federation, job_path, name, settings):
         clientapp = {"client_fixed": "client_app_fixed_clipping",
                      "client_adaptive": "client_app_adaptive_clipping"}.get(settings.privacy,
                                                                              "client_app")
+        if settings.secagg:
+            clientapp = "client_app_secagg"
         app = write_app(directory / "app", clientapp=f"workbench.federated.apps:{clientapp}")
         started = time.perf_counter()
 
