@@ -237,3 +237,46 @@ def test_resume_after_the_stage_is_killed_continues_from_the_last_round(tmp_path
     assert [entry["round"] for entry in history] == list(range(5))
     assert history[:len(before)] == before  # the rounds done before the kill are kept
     assert not _processes_of(out)
+
+
+def _start_fast_run(out, *extra, env=None):
+    return subprocess.Popen([sys.executable, "-m", "workbench.run", "digits_federated", "--fast",
+                             "--set", "federated.rounds=4", "--set",
+                             "federated.central_baseline=false", "--stages", "federated", *extra,
+                             "--out", str(out)], cwd=REPO, env=cli_env(**(env or {})),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _gone_within(out, seconds):
+    deadline = time.monotonic() + seconds
+    while _processes_of(out) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return _processes_of(out)
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_run_leaves_no_process(tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    process = _start_fast_run(out)
+    history_path = out / "federated" / "fedavg" / "history.json"
+    deadline = time.monotonic() + 300
+    while not history_path.is_file() and time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode != 0, output[-2000:]
+    assert not _gone_within(out, 10), "a federation process outlived Ctrl-C"
+
+
+@pytest.mark.slow
+def test_a_failed_federation_leaves_no_process(tmp_path):
+    out = tmp_path / "run"
+    # An unknown fault kind makes client 0's executor fail while it loads.
+    process = _start_fast_run(out, env={"WORKBENCH_FEDERATED_FAULT": "0:bogus:1"})
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 1, output[-2000:]
+    assert "executor 0 exited" in output, output[-2000:]
+    assert not _gone_within(out, 10), "a federation process outlived the failed run"

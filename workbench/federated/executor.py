@@ -23,10 +23,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
-POLL_SECONDS = 0.02  # between sweeps over the SuperNodes when none had a task
+POLL_SECONDS = 0.05  # between a SuperNode's answers that it has no task
 RETRY_SECONDS = 2.0  # before asking a SuperNode that did not answer again
 
 
@@ -46,6 +47,7 @@ def _runtime_client(address, token=None):
 
 
 _INSTALLED_FABS: set = set()
+_INSTALL_LOCK = threading.Lock()
 
 
 def run_task(address, token):
@@ -67,9 +69,10 @@ def run_task(address, token):
     try:
         heartbeat.start()
         message, context, run, fab = pull_task_input(client)
-        if fab.hash_str not in _INSTALLED_FABS:
-            install_from_fab(fab.content, skip_prompt=True)
-            _INSTALLED_FABS.add(fab.hash_str)
+        with _INSTALL_LOCK:
+            if fab.hash_str not in _INSTALLED_FABS:
+                install_from_fab(fab.content, skip_prompt=True)
+                _INSTALLED_FABS.add(fab.hash_str)
         load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
         client_app = load(run.fab_id, run.fab_version, fab.hash_str)
         reply = client_app(message=message, context=context)
@@ -93,28 +96,33 @@ def run_task(address, token):
         client.close()
 
 
-def serve(nodes, stop=None):
-    """Take and run the tasks of `nodes` ({client: runtime address}) until `stop()` is true."""
+def serve(nodes):
+    """Take and run the tasks of `nodes` ({client: runtime address}) until the process ends:
+    one thread per SuperNode, so a SuperNode that hangs or dies mid-task holds up only its own
+    tasks; the clients' Keras work takes turns on the workers' shared lock."""
+    threads = [threading.Thread(target=_serve_node, args=(address,), daemon=True,
+                                name=f"client-{client}") for client, address in nodes.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _serve_node(address):
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.constant import TaskType
 
-    pollers = {client: _runtime_client(address) for client, address in nodes.items()}
+    poller = _runtime_client(address)
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
-    retry_at = {client: 0.0 for client in nodes}
-    while stop is None or not stop():
-        busy = False
-        for client, poller in pollers.items():
-            if time.monotonic() < retry_at[client]:
-                continue
-            try:
-                response = poller.AcquireTask(request)
-            except Exception:  # the SuperNode is not (or no longer) there
-                retry_at[client] = time.monotonic() + RETRY_SECONDS
-                continue
-            if response.HasField("task") and response.token:
-                busy = True
-                run_task(nodes[client], response.token)
-        if not busy:
+    while True:
+        try:
+            response = poller.AcquireTask(request)
+        except Exception:  # the SuperNode is not (or no longer) there
+            time.sleep(RETRY_SECONDS)
+            continue
+        if response.HasField("task") and response.token:
+            run_task(address, response.token)
+        else:
             time.sleep(POLL_SECONDS)
 
 
