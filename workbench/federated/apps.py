@@ -31,7 +31,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 PROGRESS = "workbench-federated:"  # lines for people; the stage shows these and logs the rest
 
 
-def ask(address, authkey, op, payload, timeout=None):
+def ask(address, authkey, op, payload):
     host, port = address.rsplit(":", 1)
     with Client((host, int(port)), authkey=authkey) as connection:
         connection.send((op, payload))

@@ -67,24 +67,17 @@ def check_port_free(port, what):
                                  "leave it at 0 for a free one") from None
 
 
-def wait_for_port(port, timeout, process=None, what="process", log=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode} before it was "
-                               f"ready{_log_tail(log)}")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not open port {port} within {timeout:.0f} s{_log_tail(log)}")
+def _port_open(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_for_file(path, timeout, process, what, log=None):
+def _wait_until(ready, timeout, process, what, log=None):
+    """Wait until `ready()`; fail as soon as `process` exits, or after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if Path(path).exists():
+        if ready():
             return
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with code {process.returncode} before it was "
@@ -242,8 +235,10 @@ class Federation:
         executors = max(1, min(executors, self.clients))
         self.nodes = [Node(index, free_port(), index % executors)
                       for index in range(self.clients)]
+        # The executors share the cores: each gets its share of TensorFlow's op threads.
+        threads = max(1, (os.cpu_count() or 1) // executors)
         executor_env = dict(env, TF_CPP_MIN_LOG_LEVEL="3", TF_NUM_INTEROP_THREADS="1",
-                          TF_NUM_INTRAOP_THREADS="1" if executors > 1 else "2")
+                            TF_NUM_INTRAOP_THREADS=str(threads))
         self.executors = []
         for k in range(executors):
             ready = self.directory / f"executor-{k}.ready"
@@ -255,14 +250,15 @@ class Federation:
                  *nodes], f"executor-{k}.log",
                 dict(executor_env, WORKBENCH_EXECUTOR_READY=str(ready)))
             self.executors.append((process, ready))
-        wait_for_port(self.superlink_port, 60, self.superlink, "the Flower SuperLink",
-                      self.logs / "superlink.log")
+        _wait_until(lambda: _port_open(self.superlink_port), 60, self.superlink,
+                    "the Flower SuperLink", self.logs / "superlink.log")
         started = time.monotonic()
         for node in self.nodes:
             self.start_supernode(node, env)
         for k, (process, ready) in enumerate(self.executors):
             left = max(5.0, ready_timeout - (time.monotonic() - started))
-            _wait_for_file(ready, left, process, f"executor {k}", self.logs / f"executor-{k}.log")
+            _wait_until(ready.exists, left, process, f"executor {k}",
+                        self.logs / f"executor-{k}.log")
         self.say(f"  federation up: SuperLink 127.0.0.1:{self.superlink_port}, "
                  f"{self.clients} SuperNodes, {executors} executor"
                  f"{'s' if executors > 1 else ''} ({time.monotonic() - started:.1f} s to load "

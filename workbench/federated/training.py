@@ -54,10 +54,11 @@ def federated(ctx, partition):
     # round to round (workbench.federated.worker), for rounds x local epochs of an average
     # client's data (or rounds x local steps).
     if settings.local_steps:
-        steps, epochs = settings.local_steps, settings.rounds
+        steps, epochs, per_round = settings.local_steps, settings.rounds, settings.local_steps
     else:
         steps = max(1, math.ceil(data.info.sizes["train"] / settings.clients / recipe.batch_size))
         epochs = settings.rounds * settings.local_epochs
+        per_round = steps * settings.local_epochs
     model = compile_model(ctx, dataclasses.replace(recipe, epochs=epochs), steps)
     with ctx.run_dir.atomic(f"{FEDERATED_DIR}/initial.keras") as temp:
         model.save(temp)
@@ -71,8 +72,7 @@ def federated(ctx, partition):
     server_port, _ = serve_in_thread(Worker(model, holdout=val), bytes.fromhex(authkey))
     job_path = write_job(ctx.run_dir, directory, recipe, partition, directory / "initial.keras",
                          authkey=authkey, server_worker=f"127.0.0.1:{server_port}",
-                         schedule_steps_per_round=steps * (1 if settings.local_steps
-                                                           else settings.local_epochs),
+                         schedule_steps_per_round=per_round,
                          initial_weights=str(initial_weights.resolve()), stage_pid=os.getpid())
 
     runs = {}

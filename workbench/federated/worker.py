@@ -67,8 +67,6 @@ class Worker:
 
     def handle(self, op, payload):
         with self.lock:
-            if op == "ping":
-                return {"ok": True}
             if op == "evaluate":
                 self._set_weights(payload["weights"])
                 return self._evaluate(self.holdout, "")
@@ -129,8 +127,9 @@ def _offset_schedule(optimizer):
         return schedule
     if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         return None
-    inner.learning_rate = OffsetSchedule(schedule)
-    return inner._learning_rate
+    offset = OffsetSchedule(schedule)
+    inner.learning_rate = offset
+    return offset
 
 
 class OffsetSchedule(keras.optimizers.schedules.LearningRateSchedule):
