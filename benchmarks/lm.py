@@ -15,6 +15,14 @@
     replaces the schedule by its own warm-up and averaging). Validation loss is measured every
     `--eval-every` steps on a fixed set of validation windows, so "steps to 1.75" is the first
     evaluation at or below it.
+(e) Time to quality: the `gpt` recipe's train stage (`python -m workbench.run gpt`, each contender
+    in its own process: the default recipe and `--set optimizer=adamw`, nanoGPT's settings) and a
+    PyTorch reference in its own process (`benchmarks/lm_reference.py`: nanoGPT's `train.py` from
+    a `--nanogpt DIR` checkout, else the project's re-implementation of it), all on the `stdlib`
+    byte corpus: training tokens/s, the whole-validation loss at the end, and the training
+    wall-clock (compilation included, validation left out and timed on its own) until the loss
+    on `--eval-windows` fixed validation windows, measured every `--eval-interval` steps, first
+    reaches `--target` (default: the reference's final loss on those windows).
 (c) Quantization: Keras' `model.quantize` modes (int8, int4, GPTQ, AWQ) on a trained GPT,
     evaluated on the same validation windows: weight bytes, validation loss, perplexity,
     generation tokens/s (see `workbench.lm.compress`).
@@ -24,6 +32,8 @@
                             [--optimizers adamw,soap]
                             [--out benchmarks/results/lm.json]
     python benchmarks/lm.py --parts c --model RUN/model.keras
+    python benchmarks/lm.py --parts e [--nanogpt DIR] [--steps 2000] [--eval-interval 100]
+                            [--contender NAME="--set k=v ..."] [--target LOSS]
 
 Prints the tables and writes them as JSON (each part under its own key).
 """
@@ -307,6 +317,124 @@ def print_flops(result):
               f"{row['fraction_of_peak']:>9.1%} of peak")
 
 
+# (e)'s workbench contenders: name -> `--set` overrides of the `gpt` recipe.
+TIME_TO_QUALITY_CONTENDERS = {
+    "gpt (default)": [],
+    "gpt --set optimizer=adamw": ["optimizer=adamw"],
+}
+
+
+def _reference_run(folder, steps, eval_interval, eval_windows, nanogpt=None, log=print):
+    command = [sys.executable, str(Path(__file__).with_name("lm_reference.py")),
+               "--data", str(folder), "--out", str(folder / "reference.json"),
+               "--steps", str(steps), "--eval-interval", str(eval_interval),
+               "--eval-windows", str(eval_windows), "--threads", str(os.cpu_count() or 1)]
+    if nanogpt:
+        command += ["--nanogpt", str(nanogpt)]
+    _run_logged(command, log)
+    return json.loads((folder / "reference.json").read_text())
+
+
+def _run_logged(command, log, env=None):
+    import subprocess
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.lstrip().startswith(("reference", "step ")):
+            log("  " + line.rstrip(), flush=True)
+    if process.wait() != 0:
+        raise SystemExit(f"{' '.join(command[:4])} ... failed:\n{''.join(lines[-30:])}")
+
+
+def _workbench_run(folder, name, overrides, steps, eval_interval, eval_windows, log=print):
+    out = folder / f"run-{len(list(folder.glob('run-*')))}"
+    command = [sys.executable, "-m", "workbench.run", "gpt", "--stages", "train,evaluate",
+               "--out", str(out), "--set", f"lm.steps={steps}",
+               "--set", f"lm.eval_interval={eval_interval}",
+               "--set", f"lm.eval_windows={eval_windows}"]
+    for item in overrides:
+        command += ["--set", item]
+    log(f"  {name}: python -m workbench.run gpt " + " ".join(
+        f"--set {item}" for item in overrides), flush=True)
+    _run_logged(command, log)
+    report = json.loads((out / "report.json").read_text())
+    train, evaluate = report["stages"]["train"], report["stages"]["evaluate"]
+    return {"contender": name, "overrides": list(overrides), "eval_steps": train["eval_steps"],
+            "val_loss": report["history"]["val_loss"],
+            "train_seconds_at_eval": train["eval_train_seconds"],
+            "train_seconds": train["training_seconds"],
+            "validation_seconds": train["validation_seconds"],
+            "tokens_per_second": train["tokens_per_second"],
+            "tokens_per_step": train["tokens_per_step"],
+            "final_val_loss": evaluate["val_loss"], "steps": train["steps"]}
+
+
+def _first_reaching(row, target):
+    for step, loss, seconds in zip(row["eval_steps"], row["val_loss"],
+                                   row["train_seconds_at_eval"]):
+        if loss <= target:
+            return step, seconds
+    return None, None
+
+
+def time_to_quality(steps=2000, eval_interval=100, eval_windows=2048, target=None, nanogpt=None,
+                    contenders=None, log=print):
+    """Part (e): the reference, then each workbench contender, one after another (2 cores
+    cannot run two fairly at once); returns {"reference", "rows", "target_loss"}."""
+    import tempfile
+
+    from workbench.lm.corpus import load_corpus
+
+    contenders = TIME_TO_QUALITY_CONTENDERS if contenders is None else contenders
+    corpus = load_corpus("stdlib")
+    with tempfile.TemporaryDirectory(prefix="lm-ttq-") as name:
+        folder = Path(name)
+        np.save(folder / "train.npy", corpus.train.astype(np.uint8))
+        np.save(folder / "val.npy", corpus.val.astype(np.uint8))
+        log(f"  reference ({'nanoGPT train.py' if nanogpt else 'PyTorch re-implementation'})",
+            flush=True)
+        reference = _reference_run(folder, steps, eval_interval, eval_windows, nanogpt, log)
+        rows = [_workbench_run(folder, contender, overrides, steps, eval_interval, eval_windows,
+                               log) for contender, overrides in contenders.items()]
+    if target is None:
+        target = reference.get("final_fixed_windows_loss", reference["val_loss"][-1])
+    for row in [reference, *rows]:
+        row["steps_to_target"], row["seconds_to_target"] = _first_reaching(row, target)
+        row["tokens_per_second_vs_reference"] = (row["tokens_per_second"]
+                                                 / reference["tokens_per_second"])
+        if row["seconds_to_target"] is not None and reference["seconds_to_target"]:
+            row["time_to_target_vs_reference"] = (row["seconds_to_target"]
+                                                  / reference["seconds_to_target"])
+        row["time_to_target_vs_reference_training"] = (
+            row["seconds_to_target"] / reference["train_seconds"]
+            if row["seconds_to_target"] is not None else None)
+    return {"target_loss": target, "steps": steps, "eval_interval": eval_interval,
+            "eval_windows": eval_windows, "reference": reference, "rows": rows}
+
+
+def print_time_to_quality(result):
+    reference = result["reference"]
+    print(f"\n(e) time to quality: training seconds until the loss on {result['eval_windows']} "
+          f"validation windows (every {result['eval_interval']} steps) reaches "
+          f"{result['target_loss']:.4f}; {result['steps']} steps; final loss over the whole "
+          f"validation split")
+    print(f"{'contender':<34}{'tokens/s':>10}{'vs ref':>8}{'steps to':>9}{'s to':>7}"
+          f"{'vs ref train':>13}{'train s':>9}{'val s':>7}{'final loss':>11}")
+    for row in [reference, *result["rows"]]:
+        reached, seconds = row["steps_to_target"], row["seconds_to_target"]
+        share = row["time_to_target_vs_reference_training"]
+        print(f"{row['contender']:<34}{row['tokens_per_second']:>10,.0f}"
+              f"{row['tokens_per_second_vs_reference']:>7.2f}x"
+              f"{(str(reached) if reached else '-'):>9}"
+              f"{(f'{seconds:.1f}' if reached else '-'):>7}"
+              f"{(f'{share:.2f}x' if share is not None else '-'):>13}"
+              f"{row['train_seconds']:>9.1f}{row['validation_seconds']:>7.1f}"
+              f"{row['final_val_loss']:>11.4f}")
+
+
 def machine():
     return {"platform": platform.platform(), "processor": platform.processor(),
             "cpus": os.cpu_count(), "keras": keras.__version__}
@@ -326,6 +454,14 @@ def main(argv=None):
                         help="NAME=LR,LR,... overrides one optimizer's grid")
     parser.add_argument("--target", type=float, default=TARGET_LOSS)
     parser.add_argument("--model", help="a trained GPT (.keras) for part c")
+    parser.add_argument("--nanogpt", help="part e: a nanoGPT checkout whose train.py is the "
+                                          "reference (default: the project's PyTorch "
+                                          "re-implementation)")
+    parser.add_argument("--eval-windows", type=int, default=2048,
+                        help="part e: fixed validation windows of the time-to-target curve")
+    parser.add_argument("--contender", action="append", default=[],
+                        help='part e: NAME="k=v k=v" a workbench contender (--set overrides of '
+                             'the gpt recipe); replaces the default contenders')
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--throughput-steps", type=int, default=200,
                         help="steps per timed round in parts a and d")
@@ -368,6 +504,19 @@ def main(argv=None):
         print_race(result)
         report.pop("b_optimizer_race_runs_so_far", None)
         report["b_optimizer_race"] = result
+    if "e" in parts:
+        contenders = None
+        if args.contender:
+            contenders = {}
+            for item in args.contender:
+                name, _, overrides = item.partition("=")
+                contenders[name] = overrides.split()
+        result = time_to_quality(steps=args.steps, eval_interval=args.eval_interval,
+                                 eval_windows=args.eval_windows,
+                                 target=None if args.target == TARGET_LOSS else args.target,
+                                 nanogpt=args.nanogpt, contenders=contenders)
+        print_time_to_quality(result)
+        report["e_time_to_quality"] = result
     if "c" in parts:
         if not args.model:
             parser.error("part c needs --model RUN/model.keras (a trained GPT)")

@@ -210,6 +210,13 @@ def test_training_counts_steps_validates_on_schedule_and_learns(tmp_path):
     assert int(model.optimizer.iterations.numpy()) == 40
     assert state.val_loss[-1] < math.log(256) - 1.5  # far below the uniform guess (5.55)
     assert state.measured_tokens > 0
+    # Training seconds at each validation grow, end at the training total and leave the
+    # validations (timed on their own) out.
+    assert len(state.eval_train_seconds) == 2
+    assert 0 < state.eval_train_seconds[0] < state.eval_train_seconds[1]
+    assert state.eval_train_seconds[1] <= state.train_seconds + 1e-6
+    assert state.validation_seconds > 0
+    assert abs(state.train_seconds + state.validation_seconds - state.total_seconds) < 1e-6
     # Backed up every 20 steps; a finished training leaves no backup behind.
     assert not (run_dir / "backup").exists() and not (run_dir / "lm_state.json").exists()
 

@@ -55,6 +55,23 @@ def test_free_form_mappings_take_any_key():
     assert DIGITS.optimizer_config == {}
 
 
+def test_an_optimizer_preset_comes_with_its_optimizer_then_the_other_sets_apply():
+    recipe = Recipe(name="r", model=lambda hp: None, optimizer="muon",
+                    optimizer_config={"adam_beta_2": 0.99}, learning_rate=0.02, batch_size=48,
+                    optimizer_presets={"adamw": {"learning_rate": 1e-3, "batch_size": 12,
+                                                 "optimizer_config": {"beta_2": 0.99},
+                                                 "lm.warmup_steps": 100}})
+    switched = apply_overrides(recipe, ["learning_rate=2e-3", "optimizer=adamw"])
+    assert switched.optimizer == "adamw"
+    assert switched.optimizer_config == {"beta_2": 0.99}  # replaced, not merged
+    assert switched.batch_size == 12 and switched.lm.warmup_steps == 100
+    assert switched.learning_rate == 2e-3  # the user's own --set wins, wherever it stands
+    unchanged = apply_overrides(recipe, ["optimizer=sgd"])
+    assert (unchanged.optimizer, unchanged.learning_rate, unchanged.batch_size) == ("sgd", 0.02, 48)
+    assert recipe.optimizer == "muon" and recipe.batch_size == 48
+    assert "optimizer_presets.*" not in settable_keys(recipe)
+
+
 def test_unknown_key_names_close_matches_first():
     with pytest.raises(WorkbenchError) as info:
         apply_overrides(DIGITS, ["epoch=3"])

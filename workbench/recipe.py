@@ -51,6 +51,10 @@ class Recipe:
             from the data. The task chooses the default loss, metrics and monitors.
         optimizer: optimizer name (Keras' own or a workbench one, e.g. `"adam"`, `"shampoo"`).
         optimizer_config: keyword arguments for the optimizer.
+        optimizer_presets: settings that come with an optimizer, `{name: {setting: value}}`
+            (settings as `--set` names them, e.g. `"learning_rate"`, `"lm.warmup_steps"`):
+            `--set optimizer=NAME` for a NAME here applies its settings first, then every other
+            `--set` in order, so one switch of optimizer brings its tuned rate and config along.
         learning_rate: base learning rate (the schedule's initial rate when a schedule is set).
         schedule: learning-rate schedule name or `None`.
         schedule_config: keyword arguments for the schedule.
@@ -92,6 +96,7 @@ class Recipe:
     model_options: dict = field(default_factory=dict)
     optimizer: str = "adam"
     optimizer_config: dict = field(default_factory=dict)
+    optimizer_presets: dict = field(default_factory=dict)
     learning_rate: float = 1e-3
     schedule: Optional[str] = None
     schedule_config: dict = field(default_factory=dict)
@@ -324,7 +329,7 @@ def settable_keys(obj, prefix=""):
             keys.extend(settable_keys(value, prefix + f.name + "."))
         else:
             keys.append(prefix + f.name)
-            if hints.get(f.name) is dict and f.name != "fast":
+            if hints.get(f.name) is dict and f.name not in ("fast", "optimizer_presets"):
                 keys.append(prefix + f.name + ".*")
     return keys
 
@@ -389,6 +394,12 @@ def _check_renamed(key):
 def apply_overrides(recipe: Recipe, assignments) -> Recipe:
     """Return a copy of `recipe` with `key=value` assignments applied (the original is untouched)."""
     recipe = copy.deepcopy(recipe)
+    assignments = list(assignments)
+    chosen = [a.split("=", 1)[1].strip() for a in assignments
+              if "=" in a and a.split("=", 1)[0].strip() == "optimizer"]
+    if chosen and chosen[-1] in recipe.optimizer_presets:
+        preset = recipe.optimizer_presets[chosen[-1]]
+        assignments = [f"{key}={value!r}" for key, value in preset.items()] + assignments
     for assignment in assignments:
         if "=" not in assignment:
             raise WorkbenchError(f"--set expects key=value, got '{assignment}'")

@@ -110,7 +110,9 @@ def train_built(ctx, model):
         "tokens_per_second_overall": (state.micro_step * recipe.batch_size * replicas
                                       * settings.context / state.train_seconds
                                       if state.train_seconds else None),
-        "training_seconds": state.train_seconds, "flops_per_token": training_flops,
+        "training_seconds": state.train_seconds, "eval_train_seconds": state.eval_train_seconds,
+        "validation_seconds": state.validation_seconds,
+        "flops_per_token": training_flops,
         "achieved_flops_per_second": (training_flops * tokens_per_second
                                       if tokens_per_second else None),
         "final_loss": state.train_loss[-1] if state.train_loss else None,

@@ -111,10 +111,13 @@ class TrainingState:
     eval_steps: list = field(default_factory=list)
     train_loss: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
+    # Training seconds (wall-clock less validation, compilation included) at each validation.
+    eval_train_seconds: list = field(default_factory=list)
     measured_tokens: int = 0
     measured_seconds: float = 0.0
     train_seconds: float = 0.0
     total_seconds: float = 0.0
+    validation_seconds: float = 0.0
 
 
 def epoch_steps(settings, checkpointing=True):
@@ -146,6 +149,14 @@ class _Progress(keras.callbacks.Callback):
         self.validation_seconds = 0.0
         self._previous_end = self._begin = self._test_begin = None
         self._done = 0
+        self.fit_started = time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        self.fit_started = time.perf_counter()
+
+    def training_seconds(self):
+        """Wall-clock since `fit` began, less the validations."""
+        return time.perf_counter() - self.fit_started - self.validation_seconds
 
     def on_epoch_begin(self, epoch, logs=None):
         self._previous_end = None
@@ -186,6 +197,8 @@ class _Curves(keras.callbacks.Callback):
         self.progress, self.run_dir, self.say = progress, run_dir, say
         self.tokens_before = state.measured_tokens
         self.seconds_before = state.measured_seconds
+        self.train_seconds_before = state.train_seconds
+        self.validation_seconds_before = state.validation_seconds
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -193,12 +206,16 @@ class _Curves(keras.callbacks.Callback):
         state.micro_step = (epoch + 1) * self.epoch_micro
         state.measured_tokens = self.tokens_before + self.progress.tokens
         state.measured_seconds = self.seconds_before + self.progress.seconds
+        state.validation_seconds = (self.validation_seconds_before
+                                    + self.progress.validation_seconds)
         loss = float(logs.get("loss", float("nan")))
         if "val_loss" in logs and math.isfinite(loss):
             step = state.micro_step // self.settings.accumulation
             state.eval_steps.append(step)
             state.train_loss.append(loss)
             state.val_loss.append(float(logs["val_loss"]))
+            state.eval_train_seconds.append(self.train_seconds_before
+                                            + self.progress.training_seconds())
             rate = (state.measured_tokens / state.measured_seconds
                     if state.measured_seconds else 0.0)
             self.say(f"  step {step:>6d}/{self.settings.steps}  loss {loss:.4f}  "
@@ -222,6 +239,10 @@ def _resumed_state(run_dir, micro_per_epoch, settings, say):
     state.eval_steps = [state.eval_steps[i] for i in kept]
     state.train_loss = [state.train_loss[i] for i in kept]
     state.val_loss = [state.val_loss[i] for i in kept]
+    state.eval_train_seconds = [state.eval_train_seconds[i] for i in kept
+                                if i < len(state.eval_train_seconds)]
+    if state.eval_train_seconds:
+        state.train_seconds = state.eval_train_seconds[-1]
     state.micro_step = micro_step
     say(f"  resuming at step {micro_step // settings.accumulation} from the last checkpoint")
     return epoch, state

@@ -1,0 +1,53 @@
+"""benchmarks/lm.py's time-to-quality part: the first validation at or below the target, and the
+PyTorch reference (benchmarks/lm_reference.py) in its own process, where PyTorch is installed."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_time_to_target_is_the_first_validation_at_or_below_it():
+    lm = _load("lm")
+    row = {"eval_steps": [100, 200, 300, 400], "val_loss": [2.0, 1.71, 1.70, 1.60],
+           "train_seconds_at_eval": [3.0, 6.5, 9.0, 12.0]}
+    assert lm._first_reaching(row, 1.70) == (300, 9.0)
+    assert lm._first_reaching(row, 1.75) == (200, 6.5)
+    assert lm._first_reaching(row, 1.5) == (None, None)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch not installed")
+def test_pytorch_reference_trains_and_reports_its_curve(tmp_path):
+    rng = np.random.default_rng(0)
+    text = np.frombuffer(b"def add(a, b):\n    return a + b\n" * 400, dtype=np.uint8)
+    np.save(tmp_path / "train.npy", text)
+    np.save(tmp_path / "val.npy", text[: len(text) // 4])
+    out = tmp_path / "reference.json"
+    subprocess.run([sys.executable, str(BENCHMARKS / "lm_reference.py"), "--data", str(tmp_path),
+                    "--out", str(out), "--steps", "40", "--eval-interval", "20",
+                    "--eval-windows", "16", "--context", "16", "--layers", "1", "--width", "32",
+                    "--heads", "2", "--warmup", "5", "--threads", "1",
+                    "--seed", str(int(rng.integers(100)))],
+                   check=True, capture_output=True, text=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["eval_steps"] == [20, 40]
+    first, last = result["train_seconds_at_eval"]
+    assert 0 < first < last == pytest.approx(result["train_seconds"])
+    assert result["validation_seconds"] > 0 and result["tokens_per_second"] > 0
+    # A repeated line is learned far below the uniform guess over 256 bytes.
+    assert result["final_val_loss"] < math.log(256) - 2
+    assert result["val_loss"][1] < result["val_loss"][0]
