@@ -321,6 +321,7 @@ def print_flops(result):
 TIME_TO_QUALITY_CONTENDERS = {
     "gpt (default)": [],
     "gpt --set optimizer=adamw": ["optimizer=adamw"],
+    "gpt --set lm.steps=2000": ["lm.steps=2000"],
 }
 
 
@@ -349,11 +350,10 @@ def _run_logged(command, log, env=None):
         raise SystemExit(f"{' '.join(command[:4])} ... failed:\n{''.join(lines[-30:])}")
 
 
-def _workbench_run(folder, name, overrides, steps, eval_interval, eval_windows, log=print):
+def _workbench_run(folder, name, overrides, eval_interval, eval_windows, log=print):
     out = folder / f"run-{len(list(folder.glob('run-*')))}"
     command = [sys.executable, "-m", "workbench.run", "gpt", "--stages", "train,evaluate",
-               "--out", str(out), "--set", f"lm.steps={steps}",
-               "--set", f"lm.eval_interval={eval_interval}",
+               "--out", str(out), "--set", f"lm.eval_interval={eval_interval}",
                "--set", f"lm.eval_windows={eval_windows}"]
     for item in overrides:
         command += ["--set", item]
@@ -382,8 +382,9 @@ def _first_reaching(row, target):
 
 def time_to_quality(steps=2000, eval_interval=100, eval_windows=2048, target=None, nanogpt=None,
                     contenders=None, log=print):
-    """Part (e): the reference, then each workbench contender, one after another (2 cores
-    cannot run two fairly at once); returns {"reference", "rows", "target_loss"}."""
+    """Part (e): the reference (`steps` steps), then each workbench contender (the recipe's own
+    steps unless its overrides say otherwise), one after another (2 cores cannot run two fairly
+    at once); returns {"reference", "rows", "target_loss"}."""
     import tempfile
 
     from workbench.lm.corpus import load_corpus
@@ -397,8 +398,8 @@ def time_to_quality(steps=2000, eval_interval=100, eval_windows=2048, target=Non
         log(f"  reference ({'nanoGPT train.py' if nanogpt else 'PyTorch re-implementation'})",
             flush=True)
         reference = _reference_run(folder, steps, eval_interval, eval_windows, nanogpt, log)
-        rows = [_workbench_run(folder, contender, overrides, steps, eval_interval, eval_windows,
-                               log) for contender, overrides in contenders.items()]
+        rows = [_workbench_run(folder, contender, overrides, eval_interval, eval_windows, log)
+                for contender, overrides in contenders.items()]
     if target is None:
         target = reference.get("final_fixed_windows_loss", reference["val_loss"][-1])
     for row in [reference, *rows]:
@@ -511,7 +512,7 @@ def main(argv=None):
             for item in args.contender:
                 name, _, overrides = item.partition("=")
                 contenders[name] = overrides.split()
-        result = time_to_quality(steps=args.steps, eval_interval=args.eval_interval,
+        result = time_to_quality(steps=args.steps, eval_interval=args.eval_every,
                                  eval_windows=args.eval_windows,
                                  target=None if args.target == TARGET_LOSS else args.target,
                                  nanogpt=args.nanogpt, contenders=contenders)

@@ -70,6 +70,10 @@ def test_an_optimizer_preset_comes_with_its_optimizer_then_the_other_sets_apply(
     assert (unchanged.optimizer, unchanged.learning_rate, unchanged.batch_size) == ("sgd", 0.02, 48)
     assert recipe.optimizer == "muon" and recipe.batch_size == 48
     assert "optimizer_presets.*" not in settable_keys(recipe)
+    # --fast's overrides win over the preset (a smoke run stays short), the user's over both.
+    recipe.fast = {"batch_size": 2}
+    fast = apply_overrides(recipe, ["optimizer=adamw", "learning_rate=5e-3"], fast=True)
+    assert (fast.batch_size, fast.learning_rate, fast.lm.warmup_steps) == (2, 5e-3, 100)
 
 
 def test_unknown_key_names_close_matches_first():

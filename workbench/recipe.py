@@ -391,10 +391,14 @@ def _check_renamed(key):
                              "export.*, quantize.*, distill.* and verify.*")
 
 
-def apply_overrides(recipe: Recipe, assignments) -> Recipe:
-    """Return a copy of `recipe` with `key=value` assignments applied (the original is untouched)."""
+def apply_overrides(recipe: Recipe, assignments, fast=False) -> Recipe:
+    """Return a copy of `recipe` with `key=value` assignments applied (the original is untouched).
+    In order: the preset of the optimizer the assignments choose (`optimizer_presets`), the
+    recipe's `fast` overrides when `fast`, then the assignments themselves."""
     recipe = copy.deepcopy(recipe)
     assignments = list(assignments)
+    if fast:
+        assignments = [f"{key}={value!r}" for key, value in recipe.fast.items()] + assignments
     chosen = [a.split("=", 1)[1].strip() for a in assignments
               if "=" in a and a.split("=", 1)[0].strip() == "optimizer"]
     if chosen and chosen[-1] in recipe.optimizer_presets:
@@ -414,7 +418,7 @@ def apply_overrides(recipe: Recipe, assignments) -> Recipe:
 
 def apply_fast(recipe: Recipe) -> Recipe:
     """The recipe's `--fast` smoke version: its `fast` overrides applied."""
-    return apply_overrides(recipe, [f"{key}={value!r}" for key, value in recipe.fast.items()])
+    return apply_overrides(recipe, [], fast=True)
 
 
 # --------------------------------------------------------------------------------------------

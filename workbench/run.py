@@ -88,12 +88,10 @@ def list_recipes():
 
 def prepare_recipe(args):
     """Load the recipe and apply --fast, --set, --epochs, --seed and --stages, then check it all."""
-    from workbench.recipe import apply_fast, apply_overrides, load_recipe
+    from workbench.recipe import apply_overrides, load_recipe
     from workbench.stages import STAGES
 
     recipe = load_recipe(args.recipe)
-    if args.fast:
-        recipe = apply_fast(recipe)
     assignments = list(args.overrides)
     if args.epochs is not None:
         assignments.append(f"epochs={args.epochs}")
@@ -103,7 +101,7 @@ def prepare_recipe(args):
         assignments.append(f"stages={args.stages}")
     if args.strategy is not None:
         assignments.append(f"strategy={args.strategy}")
-    recipe = apply_overrides(recipe, assignments)
+    recipe = apply_overrides(recipe, assignments, fast=args.fast)
     recipe.validate()
     for stage in recipe.stages:
         if stage not in STAGES:

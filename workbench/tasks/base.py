@@ -31,7 +31,7 @@ _REGISTRY: dict = {}
 # the run's engine, and the recipe's own bookkeeping.
 COMMON_READS = frozenset({
     "name", "description", "model", "data", "task", "model_options", "optimizer",
-    "optimizer_config", "learning_rate", "schedule", "schedule_config", "batch_size", "seed",
+    "optimizer_config", "optimizer_presets", "learning_rate", "schedule", "schedule_config", "batch_size", "seed",
     "jit_compile", "strategy", "precision", "scale_lr", "stages", "fast", "student",
     "verify.num_threads"})
 
