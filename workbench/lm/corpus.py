@@ -165,6 +165,10 @@ def random_batches(tokens, context, batch_size, seed, first_step=0):
         ids = tf.cast(tf.gather(source, starts[:, None] + offsets[None, :]), tf.int32)
         return ids[:, :-1], ids[:, 1:]
 
-    return (tf.data.Dataset.range(first_step, 2**62)
-            .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+    # A fixed two-batch buffer and no autotuning: a batch is one small gather, and an autotuned
+    # pipeline that ran for a while could hold `fit` up for tens of seconds when its iterator was
+    # torn down at the end of training.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return (tf.data.Dataset.range(first_step, 2**62).map(batch).prefetch(2)
+            .with_options(options))
