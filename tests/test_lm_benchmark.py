@@ -40,7 +40,7 @@ def test_pytorch_reference_trains_and_reports_its_curve(tmp_path):
     subprocess.run([sys.executable, str(BENCHMARKS / "lm_reference.py"), "--data", str(tmp_path),
                     "--out", str(out), "--steps", "40", "--eval-interval", "20",
                     "--eval-windows", "16", "--context", "16", "--layers", "1", "--width", "32",
-                    "--heads", "2", "--warmup", "5", "--threads", "1",
+                    "--heads", "2", "--warmup", "5", "--threads", "1", "--learning-rate", "1e-2",
                     "--seed", str(int(rng.integers(100)))],
                    check=True, capture_output=True, text=True, timeout=300)
     result = json.loads(out.read_text())
