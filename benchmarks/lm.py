@@ -453,7 +453,9 @@ def main(argv=None):
     parser.add_argument("--optimizers", default=",".join(RACE_GRIDS))
     parser.add_argument("--grid", action="append", default=[],
                         help="NAME=LR,LR,... overrides one optimizer's grid")
-    parser.add_argument("--target", type=float, default=TARGET_LOSS)
+    parser.add_argument("--target", type=float, default=None,
+                        help=f"validation loss to reach (part b: default {TARGET_LOSS}; part e: "
+                             "default the reference's final loss)")
     parser.add_argument("--model", help="a trained GPT (.keras) for part c")
     parser.add_argument("--nanogpt", help="part e: a nanoGPT checkout whose train.py is the "
                                           "reference (default: the project's PyTorch "
@@ -499,7 +501,8 @@ def main(argv=None):
         result = optimizer_race(
             optimizers=args.optimizers.split(","), grids=grids,
             seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps,
-            eval_every=args.eval_every, target=args.target, on_run=keep_runs,
+            eval_every=args.eval_every,
+            target=TARGET_LOSS if args.target is None else args.target, on_run=keep_runs,
             tune_seeds=(None if args.tune_seeds is None
                         else tuple(int(s) for s in args.tune_seeds.split(","))))
         print_race(result)
@@ -514,7 +517,7 @@ def main(argv=None):
                 contenders[name] = overrides.split()
         result = time_to_quality(steps=args.steps, eval_interval=args.eval_every,
                                  eval_windows=args.eval_windows,
-                                 target=None if args.target == TARGET_LOSS else args.target,
+                                 target=args.target,
                                  nanogpt=args.nanogpt, contenders=contenders)
         print_time_to_quality(result)
         report["e_time_to_quality"] = result

@@ -53,7 +53,7 @@ RECIPE = Recipe(
     # GPTQ / AWQ calibrate on 128 training windows (the supervised default is 256 examples).
     export=ExportSettings(representative_examples=128),
     stages=("train", "evaluate", "generate", "export", "verify"),
-    fast={"batch_size": 12, "lm.steps": 60, "lm.warmup_steps": 10, "lm.eval_interval": 30, "lm.eval_windows": 48,
-          "lm.max_eval_windows": 512, "generate.max_tokens": 48, "generate.prompts": (),
-          "verify.max_examples": 128},
+    fast={"batch_size": 12, "lm.steps": 60, "lm.warmup_steps": 10, "lm.eval_interval": 30,
+          "lm.eval_windows": 48, "lm.max_eval_windows": 512, "generate.max_tokens": 48,
+          "generate.prompts": (), "verify.max_examples": 128},
 )

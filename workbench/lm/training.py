@@ -149,7 +149,7 @@ class _Progress(keras.callbacks.Callback):
         self.validation_seconds = 0.0
         self._previous_end = self._begin = self._test_begin = None
         self._done = 0
-        self.fit_started = time.perf_counter()
+        self.fit_started = None
 
     def on_train_begin(self, logs=None):
         self.fit_started = time.perf_counter()

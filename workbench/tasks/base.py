@@ -31,9 +31,9 @@ _REGISTRY: dict = {}
 # the run's engine, and the recipe's own bookkeeping.
 COMMON_READS = frozenset({
     "name", "description", "model", "data", "task", "model_options", "optimizer",
-    "optimizer_config", "optimizer_presets", "learning_rate", "schedule", "schedule_config", "batch_size", "seed",
-    "jit_compile", "strategy", "precision", "scale_lr", "stages", "fast", "student",
-    "verify.num_threads"})
+    "optimizer_config", "optimizer_presets", "learning_rate", "schedule", "schedule_config",
+    "batch_size", "seed", "jit_compile", "strategy", "precision", "scale_lr", "stages", "fast",
+    "student", "verify.num_threads"})
 
 
 def register_task(cls):
