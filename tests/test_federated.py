@@ -53,6 +53,29 @@ def test_proximal_pulls_towards_the_anchor():
     assert restored.mu == 0.0 and type(restored.inner_optimizer).__name__ == "SGD"
 
 
+def test_proximal_built_by_fit_takes_its_mu_and_the_starting_weights():
+    # No explicit build, set_mu or set_anchor: Keras builds the optimizer while tracing the
+    # train step, and the constructor's mu and the weights before the first step must hold.
+    import keras
+
+    from workbench.optimizers import Proximal
+
+    x = np.random.default_rng(0).random((32, 4)).astype("float32")
+    y = np.full((32, 1), 5.0, "float32")
+    drifts = {}
+    for mu in (0.0, 10.0):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        start = [w.copy() for w in model.get_weights()]
+        optimizer = Proximal(keras.optimizers.SGD(0.1), mu=mu)
+        model.compile(optimizer=optimizer, loss="mse")
+        model.fit(x, y, epochs=10, batch_size=32, verbose=0)
+        drifts[mu] = sum(float(np.sum((a - b) ** 2)) for a, b in zip(model.get_weights(), start))
+        for anchor, weight in zip(optimizer._anchors, start):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(anchor), weight)
+    assert drifts[10.0] < 0.5 * drifts[0.0]
+
+
 def test_bad_federated_inputs_exit_2_before_any_process(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -34,6 +34,7 @@ from workbench.optimizers import AdaBelief
 from workbench.optimizers import GradientNoise
 from workbench.optimizers import Lookahead
 from workbench.optimizers import Prodigy
+from workbench.optimizers import Proximal
 from workbench.optimizers import RAdam
 from workbench.optimizers import SOAP
 from workbench.optimizers import Shampoo
@@ -71,6 +72,7 @@ FACTORIES = {
     "GradientNoise": lambda **base: GradientNoise(
         keras.optimizers.Adam(0.01, **base), seed=11
     ),
+    "Proximal": lambda **base: Proximal(keras.optimizers.Adam(0.01, **base), mu=0.5),
 }
 NAMES = sorted(FACTORIES)
 DETERMINISTIC = [name for name in NAMES if name != "GradientNoise"]
@@ -94,6 +96,7 @@ NON_DEFAULTS = {
     "GradientNoise": lambda: GradientNoise(
         keras.optimizers.Adam(0.02, use_ema=True), 0.3, 0.6, 5, name="gn"
     ),
+    "Proximal": lambda: Proximal(keras.optimizers.SGD(0.3, momentum=0.5), 0.2, name="px"),
 }
 
 BATCH = 16
@@ -207,6 +210,22 @@ def test_save_load_and_continue_training(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_optimizer_state_holds_none_of_the_model_weights(name):
+    # Restoring `optimizer.variables` (a federated client's kept state, a checkpoint) must
+    # never write old values into the model's weights.
+    model = train(FACTORIES[name]())
+    weights = {id(v) for v in model.variables}
+    assert not [v.path for v in model.optimizer.variables if id(v) in weights]
+    state = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
+    trained = [np.array(w) for w in model.get_weights()]
+    model.set_weights(initial_weights())
+    for variable, value in zip(model.optimizer.variables, state):
+        variable.assign(value)
+    assert_weights_close(model.get_weights(), initial_weights())
+    assert any(not np.allclose(a, b) for a, b in zip(trained, initial_weights()))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_clipnorm_clips_each_gradient_before_the_update(name):
     clip = 0.05
     rng = np.random.default_rng(1)
@@ -219,6 +238,11 @@ def test_clipnorm_clips_each_gradient_before_the_update(name):
         # the two runs below must agree exactly.
         def make(**base):
             return GradientNoise(keras.optimizers.Adam(0.01, **base), eta=0.0)
+
+    elif name == "Proximal":
+        # The proximal term, too, joins the gradient before the inner optimizer clips it.
+        def make(**base):
+            return Proximal(keras.optimizers.Adam(0.01, **base), mu=0.0)
 
     else:
         make = FACTORIES[name]

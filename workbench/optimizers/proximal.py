@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from workbench.optimizers.common import num_replicas_in_sync
 from workbench.optimizers.wrapper import OptimizerWrapper
 
 
@@ -51,16 +52,26 @@ class Proximal(OptimizerWrapper):
         if self.built:
             return
         super().build(var_list)
-        self._anchored = list(var_list)
-        self._mu = self.add_variable((), initializer="zeros", dtype="float32", name="mu")
-        self._mu.assign(self.mu)
-        self._anchors = [self.add_variable_from_reference(v, "anchor") for v in var_list]
-        for anchor, variable in zip(self._anchors, var_list):
-            anchor.assign(variable)
+        self._mu = self.add_variable((), initializer=keras.initializers.Constant(self.mu),
+                                     dtype="float32", name="mu")
+        self._anchors = self.add_optimizer_variables(var_list, "anchor")
+
+    def before_inner_apply(self):
+        # Keras builds the optimizer while tracing the train step, where an assignment in
+        # `build` does not hold: the weights before the first update become the anchor here
+        # (a no-op after `set_anchor`), with a select rather than a cond, as JAX's stateless
+        # apply needs.
+        first = ops.equal(self._iterations, 0)
+        for anchor, variable in zip(self._anchors, self._trainable_variables):
+            self.assign(anchor, ops.where(first, ops.convert_to_tensor(variable),
+                                          ops.convert_to_tensor(anchor)))
+
+    def after_inner_apply(self):
+        self._iterations.assign_add(1)
 
     def set_anchor(self):
         """The current weights become the point the step is pulled towards."""
-        for anchor, variable in zip(self._anchors, self._anchored):
+        for anchor, variable in zip(self._anchors, self._trainable_variables):
             anchor.assign(variable)
 
     def set_mu(self, mu):
@@ -68,18 +79,27 @@ class Proximal(OptimizerWrapper):
         self._mu.assign(self.mu)
 
     def apply(self, grads, trainable_variables=None):
-        self._applying = list(trainable_variables) if trainable_variables is not None else None
+        # The model's variables, held outside Keras' tracking: were they tracked, they would join
+        # `variables` (the optimizer's state), and restoring a saved state would overwrite the
+        # weights with old ones.
+        object.__setattr__(self, "_applying", list(trainable_variables)
+                           if trainable_variables is not None else None)
         super().apply(grads, trainable_variables)
 
     def transform_gradients(self, grads):
-        variables = self._applying or self._anchored
+        variables = getattr(self, "_applying", None) or self._trainable_variables
+        # The gradients arrive summed over replicas and times the loss scale (if any): the term
+        # is added in the same units, so that it counts once, as on one device.
+        scale = 1.0 / num_replicas_in_sync()
+        if self.inner_optimizer.loss_scale_factor is not None:
+            scale *= self.inner_optimizer.loss_scale_factor
         pulled = []
         for grad, variable in zip(grads, variables):
             if grad is None:
                 pulled.append(None)
                 continue
             anchor = self._anchors[self._get_variable_index(variable)]
-            mu = ops.cast(self._mu, grad.dtype)
+            mu = ops.multiply(ops.cast(self._mu, grad.dtype), ops.cast(scale, grad.dtype))
             pulled.append(ops.add(grad, ops.multiply(mu, ops.subtract(variable, anchor))))
         return pulled
 
