@@ -1,11 +1,14 @@
 """Federated learning on the bundled 8x8 digits: 10 Flower clients with label-skewed data
 (Dirichlet alpha 0.5), FedAvg against FedProx and FedAdam and against central training of the
-same model for the same epochs, then evaluate, export and verify the FedAvg model.
+same model on the clients' pooled training parts for the same epochs, then evaluate, export and
+verify the FedAvg model.
 
-Local training is SGD with momentum, its learning rate on a cosine decay over the whole
-federation (30 local epochs of an average client); each client keeps its optimizer state from
-round to round. Measured on this recipe, that beat Adam (0.91 test accuracy) and a constant
-rate, with which the label-skewed clients pull the averaged model back and forth."""
+Local training is SGD with momentum 0.9 at 0.05, on a cosine decay over the whole federation
+(30 local epochs of an average client); each client keeps its optimizer state from round to
+round. In-process screening (`benchmarks/federated_screen.py`, FedAvg test accuracy after 10
+rounds, central 0.986 on the same examples): these settings 0.961, learning rate 0.1 0.967,
+5 local epochs 0.969 (half as long again), no dropout 0.964, a fresh optimizer every round
+0.964."""
 
 from recipes.digits import build_model
 from workbench.federated.settings import FederatedSettings

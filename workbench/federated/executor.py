@@ -27,7 +27,8 @@ import threading
 import time
 from pathlib import Path
 
-POLL_SECONDS = 0.05  # between a SuperNode's answers that it has no task
+POLL_SECONDS = 0.05  # between a SuperNode's answers that it has no task, at first;
+MAX_POLL_SECONDS = 0.4  # doubling while it has none (idle polling costs the clients' CPU)
 RETRY_SECONDS = 2.0  # before asking a SuperNode that did not answer again
 
 
@@ -114,6 +115,7 @@ def _serve_node(address):
 
     poller = _runtime_client(address)
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+    wait = POLL_SECONDS
     while True:
         try:
             response = poller.AcquireTask(request)
@@ -122,8 +124,10 @@ def _serve_node(address):
             continue
         if response.HasField("task") and response.token:
             run_task(address, response.token)
+            wait = POLL_SECONDS
         else:
-            time.sleep(POLL_SECONDS)
+            time.sleep(wait)
+            wait = min(2 * wait, MAX_POLL_SECONDS)
 
 
 def parse_nodes(arguments):

@@ -103,7 +103,7 @@ def federated(ctx, partition):
         values = model.evaluate(test, verbose=0, return_dict=True)
         run["test"] = {f"test_{key}": float(value) for key, value in values.items()}
     if settings.central_baseline:
-        runs["central"] = _central(ctx, recipe, settings, test)
+        runs["central"] = _central(ctx, recipe, settings, test, partition)
     model.set_weights(runs[settings.strategy]["weights"])
     results["strategies"] = {name: _summary(run) for name, run in runs.items()}
     main = results["strategies"][settings.strategy]
@@ -181,21 +181,29 @@ def _kill_plan():
     return int(client), int(round_number)
 
 
-def _central(ctx, recipe, settings, test):
-    """The same model trained on the pooled training split for the same epochs in total."""
+def _central(ctx, recipe, settings, test, partition):
+    """The same model trained centrally, on the examples the clients train on (their training
+    parts pooled; what they hold out stays out), for the same epochs in total."""
+    import tensorflow as tf
+
+    from workbench.data.core import shuffle_buffer
+    from workbench.federated.partition import client_dataset
     from workbench.training import compile_model
 
     data = ctx.data
-    steps = math.ceil(data.info.sizes["train"] / recipe.batch_size)
+    pooled = np.sort(np.concatenate([np.asarray(c, dtype=np.int64) for c in partition.clients]))
+    steps = max(1, math.ceil(len(pooled) / recipe.batch_size))
     epochs = settings.rounds * settings.local_epochs if not settings.local_steps else max(
         1, round(settings.rounds * settings.local_steps * settings.clients / steps))
     started = time.perf_counter()
     model = compile_model(ctx, dataclasses.replace(recipe, epochs=epochs), steps)
-    train = data.batches("train", recipe.batch_size, shuffle=True, seed=recipe.seed)
+    train = client_dataset(data, pooled).shuffle(
+        shuffle_buffer(len(pooled)), seed=recipe.seed, reshuffle_each_iteration=True) \
+        .batch(recipe.batch_size).prefetch(tf.data.AUTOTUNE)
     history = model.fit(train, validation_data=data.batches("val", recipe.batch_size),
                         epochs=epochs, verbose=0)
     values = model.evaluate(test, verbose=0, return_dict=True)
-    ctx.say(f"  [central] {epochs} epochs on the pooled training split in "
+    ctx.say(f"  [central] {epochs} epochs on the clients' pooled training parts in "
             f"{time.perf_counter() - started:.1f} s: test accuracy "
             f"{values.get('accuracy', float('nan')):.4f}")
     rounds = [{"epoch": i + 1, **{key: float(v[i]) for key, v in history.history.items()}}
