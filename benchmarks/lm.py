@@ -23,6 +23,10 @@
     wall-clock (compilation included, validation left out and timed on its own) until the loss
     on `--eval-windows` fixed validation windows, measured every `--eval-interval` steps, first
     reaches `--target` (default: the reference's final loss on those windows).
+(f) AdamW agreement across seeds: for each of `--seeds` in turn, the PyTorch re-implementation
+    of nanoGPT (`lm_reference.py --seed N`) and `gpt --set optimizer=adamw --set seed=N`, each in
+    its own process: the final loss over the whole validation split and training tokens/s, with
+    the medians, means and seed-to-seed spread of both.
 (c) Quantization: Keras' `model.quantize` modes (int8, int4, GPTQ, AWQ) on a trained GPT,
     evaluated on the same validation windows: weight bytes, validation loss, perplexity,
     generation tokens/s (see `workbench.lm.compress`).
@@ -34,6 +38,7 @@
     python benchmarks/lm.py --parts c --model RUN/model.keras
     python benchmarks/lm.py --parts e [--nanogpt DIR] [--steps 2000] [--eval-interval 100]
                             [--contender NAME="--set k=v ..."] [--target LOSS]
+    python benchmarks/lm.py --parts f [--seeds 0,1,2] [--steps 2000]
 
 Prints the tables and writes them as JSON (each part under its own key).
 """
@@ -325,13 +330,16 @@ TIME_TO_QUALITY_CONTENDERS = {
 }
 
 
-def _reference_run(folder, steps, eval_interval, eval_windows, nanogpt=None, log=print):
+def _reference_run(folder, steps, eval_interval, eval_windows, nanogpt=None, log=print,
+                   seed=None):
     command = [sys.executable, str(Path(__file__).with_name("lm_reference.py")),
                "--data", str(folder), "--out", str(folder / "reference.json"),
                "--steps", str(steps), "--eval-interval", str(eval_interval),
                "--eval-windows", str(eval_windows), "--threads", str(os.cpu_count() or 1)]
     if nanogpt:
         command += ["--nanogpt", str(nanogpt)]
+    if seed is not None:
+        command += ["--seed", str(seed)]
     _run_logged(command, log)
     return json.loads((folder / "reference.json").read_text())
 
@@ -387,14 +395,10 @@ def time_to_quality(steps=2000, eval_interval=100, eval_windows=2048, target=Non
     at once); returns {"reference", "rows", "target_loss"}."""
     import tempfile
 
-    from workbench.lm.corpus import load_corpus
-
     contenders = TIME_TO_QUALITY_CONTENDERS if contenders is None else contenders
-    corpus = load_corpus("stdlib")
     with tempfile.TemporaryDirectory(prefix="lm-ttq-") as name:
         folder = Path(name)
-        np.save(folder / "train.npy", corpus.train.astype(np.uint8))
-        np.save(folder / "val.npy", corpus.val.astype(np.uint8))
+        _corpus_folder(folder)
         log(f"  reference ({'nanoGPT train.py' if nanogpt else 'PyTorch re-implementation'})",
             flush=True)
         reference = _reference_run(folder, steps, eval_interval, eval_windows, nanogpt, log)
@@ -414,6 +418,69 @@ def time_to_quality(steps=2000, eval_interval=100, eval_windows=2048, target=Non
             if row["seconds_to_target"] is not None else None)
     return {"target_loss": target, "steps": steps, "eval_interval": eval_interval,
             "eval_windows": eval_windows, "reference": reference, "rows": rows}
+
+
+def _corpus_folder(folder):
+    from workbench.lm.corpus import load_corpus
+
+    corpus = load_corpus("stdlib")
+    np.save(folder / "train.npy", corpus.train.astype(np.uint8))
+    np.save(folder / "val.npy", corpus.val.astype(np.uint8))
+
+
+def seed_agreement(seeds=(0, 1, 2), steps=2000, eval_windows=1024, log=print):
+    """Part (f): for each seed in turn, the PyTorch re-implementation of nanoGPT (`--seed`) and
+    `gpt --set optimizer=adamw --set seed=N`, alternating in one invocation; the final loss over
+    the whole validation split and training tokens/s of each, their medians and means."""
+    import tempfile
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="lm-seeds-") as name:
+        folder = Path(name)
+        _corpus_folder(folder)
+        for seed in seeds:
+            log(f"  seed {seed}: reference", flush=True)
+            reference = _reference_run(folder, steps, steps, eval_windows, log=log, seed=seed)
+            row = _workbench_run(folder, f"gpt adamw seed {seed}",
+                                 ["optimizer=adamw", f"seed={seed}"], steps, eval_windows, log)
+            runs.append({"seed": seed, "reference_loss": reference["final_val_loss"],
+                         "reference_tokens_per_second": reference["tokens_per_second"],
+                         "workbench_loss": row["final_val_loss"],
+                         "workbench_tokens_per_second": row["tokens_per_second"]})
+    summary = {}
+    for key in ("reference_loss", "workbench_loss", "reference_tokens_per_second",
+                "workbench_tokens_per_second"):
+        values = [run[key] for run in runs]
+        summary[key] = {"median": statistics.median(values), "mean": statistics.fmean(values),
+                        "spread": max(values) - min(values)}
+    summary["median_difference"] = (summary["workbench_loss"]["median"]
+                                    - summary["reference_loss"]["median"])
+    summary["mean_difference"] = (summary["workbench_loss"]["mean"]
+                                  - summary["reference_loss"]["mean"])
+    summary["tokens_per_second_ratio"] = (summary["workbench_tokens_per_second"]["median"]
+                                          / summary["reference_tokens_per_second"]["median"])
+    return {"steps": steps, "runs": runs, "summary": summary}
+
+
+def print_seed_agreement(result):
+    print(f"\n(f) AdamW at nanoGPT's settings, {result['steps']} steps: final loss over the whole "
+          "validation split, per seed")
+    print(f"{'seed':>5}{'reference':>11}{'workbench':>11}{'difference':>12}"
+          f"{'ref tokens/s':>14}{'wb tokens/s':>13}")
+    for run in result["runs"]:
+        print(f"{run['seed']:>5}{run['reference_loss']:>11.4f}{run['workbench_loss']:>11.4f}"
+              f"{run['workbench_loss'] - run['reference_loss']:>+12.4f}"
+              f"{run['reference_tokens_per_second']:>14,.0f}"
+              f"{run['workbench_tokens_per_second']:>13,.0f}")
+    summary = result["summary"]
+    for kind in ("median", "mean"):
+        print(f"{kind:>5}{summary['reference_loss'][kind]:>11.4f}"
+              f"{summary['workbench_loss'][kind]:>11.4f}{summary[kind + '_difference']:>+12.4f}"
+              f"{summary['reference_tokens_per_second'][kind]:>14,.0f}"
+              f"{summary['workbench_tokens_per_second'][kind]:>13,.0f}")
+    print(f"seed-to-seed spread: reference {summary['reference_loss']['spread']:.4f}, workbench "
+          f"{summary['workbench_loss']['spread']:.4f}; tokens/s ratio (medians) "
+          f"{summary['tokens_per_second_ratio']:.2f}x")
 
 
 def print_time_to_quality(result):
@@ -443,7 +510,8 @@ def machine():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", default="b", help="comma-separated parts to run (a, b, c, d)")
+    parser.add_argument("--parts", default="b",
+                        help="comma-separated parts to run (a, b, c, d, e, f)")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--seeds", default="0,1,2")
@@ -521,6 +589,11 @@ def main(argv=None):
                                  nanogpt=args.nanogpt, contenders=contenders)
         print_time_to_quality(result)
         report["e_time_to_quality"] = result
+    if "f" in parts:
+        result = seed_agreement(seeds=tuple(int(seed) for seed in args.seeds.split(",")),
+                                steps=args.steps, eval_windows=args.eval_windows)
+        print_seed_agreement(result)
+        report["f_seed_agreement"] = result
     if "c" in parts:
         if not args.model:
             parser.error("part c needs --model RUN/model.keras (a trained GPT)")

@@ -174,6 +174,29 @@ def test_gpt_is_causal_tied_and_round_trips(tmp_path, block):
     assert len(reloaded.transformer_layers) == 2
 
 
+def test_fused_block_gelu_is_exact_and_old_saves_keep_the_approximation():
+    from workbench.lm.model import GPT, DecoderBlock
+
+    x = np.linspace(-4, 4, 2 * 3 * 32, dtype="float32").reshape(2, 3, 32)
+    exact, approximate = DecoderBlock(2, 64), DecoderBlock(2, 64, approximate_gelu=True)
+    exact.build(x.shape)
+    approximate.build(x.shape)
+    weights = [10 * w if w.ndim == 2 else w for w in exact.get_weights()]  # visible branches
+    exact.set_weights(weights)
+    approximate.set_weights(weights)
+    assert not exact.approximate_gelu and not build_gpt().approximate_gelu
+    branch = np.asarray(exact(x)) - x
+    assert np.abs(branch).max() > 1.0
+    assert np.abs(branch - (np.asarray(approximate(x)) - x)).max() > 1e-4
+    # A configuration saved before the setting existed was trained with the tanh form.
+    old = {key: value for key, value in exact.get_config().items() if key != "approximate_gelu"}
+    assert DecoderBlock.from_config(old).approximate_gelu
+    config = {key: value for key, value in tiny_gpt().get_config().items()
+              if key != "approximate_gelu"}
+    assert all(block.approximate_gelu for block in GPT.from_config(config).transformer_layers)
+    assert not any(block.approximate_gelu for block in tiny_gpt().transformer_layers)
+
+
 def test_default_gpt_is_nanogpt_cpu_config_and_flops_per_token():
     model = build_gpt()
     assert model.input_shape == (None, 64) and model.output_shape == (None, 64, 256)

@@ -51,3 +51,31 @@ def test_pytorch_reference_trains_and_reports_its_curve(tmp_path):
     # A repeated line is learned far below the uniform guess over 256 bytes.
     assert result["final_val_loss"] < math.log(256) - 2
     assert result["val_loss"][1] < result["val_loss"][0]
+
+
+def test_seed_agreement_alternates_the_two_and_summarises_per_seed(monkeypatch):
+    lm = _load("lm")
+    calls = []
+    monkeypatch.setattr(lm, "_corpus_folder", lambda folder: None)
+
+    def reference(folder, steps, eval_interval, eval_windows, log=print, seed=None, **_):
+        calls.append(("reference", seed))
+        return {"final_val_loss": 1.70 + 0.01 * seed, "tokens_per_second": 100.0}
+
+    def workbench(folder, name, overrides, eval_interval, eval_windows, log=print):
+        calls.append(("workbench", overrides))
+        seed = int(overrides[-1].split("=")[1])
+        return {"final_val_loss": 1.72 - 0.02 * seed, "tokens_per_second": 150.0}
+
+    monkeypatch.setattr(lm, "_reference_run", reference)
+    monkeypatch.setattr(lm, "_workbench_run", workbench)
+    result = lm.seed_agreement(seeds=(0, 1, 2), steps=10, log=lambda *a, **k: None)
+    assert calls == [("reference", 0), ("workbench", ["optimizer=adamw", "seed=0"]),
+                     ("reference", 1), ("workbench", ["optimizer=adamw", "seed=1"]),
+                     ("reference", 2), ("workbench", ["optimizer=adamw", "seed=2"])]
+    summary = result["summary"]
+    assert summary["reference_loss"]["median"] == pytest.approx(1.71)
+    assert summary["workbench_loss"]["median"] == pytest.approx(1.70)
+    assert summary["median_difference"] == pytest.approx(-0.01)
+    assert summary["workbench_loss"]["spread"] == pytest.approx(0.04)
+    assert summary["tokens_per_second_ratio"] == pytest.approx(1.5)

@@ -46,11 +46,15 @@ class DecoderBlock(layers.Layer):
         dropout: dropout on each branch's output before it joins the residual stream.
         layer_norm_epsilon: LayerNorm's epsilon.
         residual_scale: standard deviation multiplier of the two output projections' init.
+        approximate_gelu: GELU's tanh approximation (GPT-2's) instead of the exact erf form
+            (nanoGPT's `nn.GELU()`, the default). A saved block without this setting was
+            trained with the approximation and loads with it.
     """
 
     def __init__(self, num_heads, intermediate_dim, dropout=0.0, layer_norm_epsilon=1e-5,
-                 residual_scale=1.0, **kwargs):
+                 residual_scale=1.0, approximate_gelu=False, **kwargs):
         super().__init__(**kwargs)
+        self.approximate_gelu = bool(approximate_gelu)
         self.num_heads = int(num_heads)
         self.intermediate_dim = int(intermediate_dim)
         self.dropout = float(dropout)
@@ -97,7 +101,7 @@ class DecoderBlock(layers.Layer):
                                              is_causal=True)
         attended = self.attention_output(ops.reshape(attended, (batch, length, width)))
         x = x + self._branch_dropout(attended, training)
-        hidden = ops.gelu(self.mlp_in(self.mlp_norm(x)), approximate=True)
+        hidden = ops.gelu(self.mlp_in(self.mlp_norm(x)), approximate=self.approximate_gelu)
         return x + self._branch_dropout(self.mlp_out(hidden), training)
 
     def compute_output_shape(self, input_shape):
@@ -107,7 +111,11 @@ class DecoderBlock(layers.Layer):
         return {**super().get_config(), "num_heads": self.num_heads,
                 "intermediate_dim": self.intermediate_dim, "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
-                "residual_scale": self.residual_scale}
+                "residual_scale": self.residual_scale, "approximate_gelu": self.approximate_gelu}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{"approximate_gelu": True, **config})
 
 
 @keras.saving.register_keras_serializable(package="workbench")
@@ -125,10 +133,14 @@ class GPT(keras.Model):
         intermediate_dim: the MLP's hidden width (`4 * hidden_dim` when `None`).
         dropout: dropout on the embeddings and on each block branch.
         block: `"fused"` (`DecoderBlock`) or `"keras_hub"` (KerasHub's `TransformerDecoder`).
+        approximate_gelu: the fused block's GELU as GPT-2's tanh approximation rather than
+            the exact form (nanoGPT's, the default); a model saved without this setting was
+            trained with the approximation and loads with it.
     """
 
     def __init__(self, vocabulary_size=256, context=64, num_layers=4, num_heads=4,
-                 hidden_dim=128, intermediate_dim=None, dropout=0.0, block="fused", **kwargs):
+                 hidden_dim=128, intermediate_dim=None, dropout=0.0, block="fused",
+                 approximate_gelu=False, **kwargs):
         import keras_hub
 
         if block not in BLOCKS:
@@ -146,6 +158,7 @@ class GPT(keras.Model):
             if block == "fused":
                 blocks.append(DecoderBlock(num_heads, intermediate_dim, dropout=dropout,
                                            residual_scale=residual_scale,
+                                           approximate_gelu=approximate_gelu,
                                            name=f"transformer_layer_{index}"))
             else:
                 blocks.append(keras_hub.layers.TransformerDecoder(
@@ -174,17 +187,19 @@ class GPT(keras.Model):
         self.intermediate_dim = int(intermediate_dim)
         self.dropout = float(dropout)
         self.block = block
+        self.approximate_gelu = bool(approximate_gelu)
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable,
                 "vocabulary_size": self.vocabulary_size, "context": self.context,
                 "num_layers": self.num_layers, "num_heads": self.num_heads,
                 "hidden_dim": self.hidden_dim, "intermediate_dim": self.intermediate_dim,
-                "dropout": self.dropout, "block": self.block}
+                "dropout": self.dropout, "block": self.block,
+                "approximate_gelu": self.approximate_gelu}
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return cls(**{"approximate_gelu": True, **config})
 
 
 def build_gpt(vocabulary_size=256, context=64, layers=4, heads=4, width=128, dropout=0.0,
