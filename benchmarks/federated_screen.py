@@ -107,7 +107,7 @@ def screen(recipe_name, assignments, server_momentum=0.0, server_lr=1.0, central
         model = compile_model(ctx, dataclasses.replace(recipe, epochs=epochs), central_steps)
         pooled_data = client_dataset(data, pooled).shuffle(
             len(pooled), seed=recipe.seed, reshuffle_each_iteration=True).batch(recipe.batch_size)
-        model.fit(pooled_data, epochs=epochs, verbose=0)
+        model.fit(pooled_data, epochs=epochs, verbose=0, shuffle=False)
         result["central_same_examples"] = round(float(model.evaluate(
             test, verbose=0, return_dict=True)["accuracy"]), 4)
     return result

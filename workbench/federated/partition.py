@@ -247,8 +247,12 @@ def client_dataset(data, positions):
     chosen = np.zeros(size, dtype=np.int8)
     chosen[positions] = 1
     wanted = int(chosen.sum())
-    # `take` ends the pass at the client's last example instead of reading the rest.
-    return select_split(data.stable_train(), chosen, 1).take(wanted)
+    # `take` ends the pass at the client's last example instead of reading the rest; the
+    # asserted size lets Keras know an epoch's length (and checks the selection).
+    import tensorflow as tf
+
+    return select_split(data.stable_train(), chosen, 1).take(wanted).apply(
+        tf.data.experimental.assert_cardinality(wanted))
 
 
 def stats_rows(partition, class_names=None) -> list[dict]:

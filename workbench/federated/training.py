@@ -201,7 +201,7 @@ def _central(ctx, recipe, settings, test, partition):
         shuffle_buffer(len(pooled)), seed=recipe.seed, reshuffle_each_iteration=True) \
         .batch(recipe.batch_size).prefetch(tf.data.AUTOTUNE)
     history = model.fit(train, validation_data=data.batches("val", recipe.batch_size),
-                        epochs=epochs, verbose=0)
+                        epochs=epochs, verbose=0, shuffle=False)  # the dataset reshuffles
     values = model.evaluate(test, verbose=0, return_dict=True)
     ctx.say(f"  [central] {epochs} epochs on the clients' pooled training parts in "
             f"{time.perf_counter() - started:.1f} s: test accuracy "

@@ -101,9 +101,11 @@ class Worker:
         seed = self.seed + 1000 * server_round
         if self.local_steps:
             history = self.model.fit(self.train(seed).repeat(), epochs=1,
-                                     steps_per_epoch=self.local_steps, verbose=0)
+                                     steps_per_epoch=self.local_steps, verbose=0, shuffle=False)
         else:
-            history = self.model.fit(self.train(seed), epochs=self.local_epochs, verbose=0)
+            # The client's dataset reshuffles itself every epoch.
+            history = self.model.fit(self.train(seed), epochs=self.local_epochs, verbose=0,
+                                     shuffle=False)
         new = self.model.get_weights()
         self.optimizer_state[run] = [np.array(v.numpy()) for v in optimizer.variables]
         if self.fault is not None:
