@@ -34,7 +34,8 @@ def screen(recipe_name, assignments, server_momentum=0.0, server_lr=1.0, central
     import keras
     from workbench.context import RunContext
     from workbench.federated.partition import client_dataset, partition_training_split
-    from workbench.federated.worker import Worker
+    from workbench.federated.training import _central, schedule_span
+    from workbench.federated.worker import Worker, local_training_data
     from workbench.recipe import apply_overrides, load_recipe
     from workbench.tasks.base import resolve_task
     from workbench.training import compile_model
@@ -47,24 +48,14 @@ def screen(recipe_name, assignments, server_momentum=0.0, server_lr=1.0, central
                      strategy=tf.distribute.get_strategy(), task=task)
     partition = partition_training_split(data, recipe, settings, recipe.seed)
     keras.utils.set_random_seed(recipe.seed)
-    steps = max(1, math.ceil(data.info.sizes["train"] / settings.clients / recipe.batch_size))
-    per_round = settings.local_steps or steps * settings.local_epochs
-    model = compile_model(ctx, dataclasses.replace(
-        recipe, epochs=settings.rounds * (settings.local_epochs if not settings.local_steps
-                                          else 1)), per_round if settings.local_steps else steps)
+    steps, epochs, per_round = schedule_span(recipe, settings, data)
+    model = compile_model(ctx, dataclasses.replace(recipe, epochs=epochs), steps)
     test = data.batches("test", recipe.batch_size)
-    workers = []
-    for client, positions in enumerate(partition.clients):
-        own = client_dataset(data, positions)
-
-        def train(seed, own=own, size=max(1, len(positions))):
-            return own.shuffle(size, seed=seed, reshuffle_each_iteration=True) \
-                .batch(recipe.batch_size).prefetch(tf.data.AUTOTUNE)
-
-        workers.append(Worker(model, train=train, train_examples=len(positions),
-                              batch_size=recipe.batch_size, local_epochs=settings.local_epochs,
-                              local_steps=settings.local_steps, seed=recipe.seed + client,
-                              schedule_steps_per_round=per_round))
+    workers = [Worker(model, train=local_training_data(data, positions, recipe.batch_size),
+                      train_examples=len(positions), batch_size=recipe.batch_size,
+                      local_epochs=settings.local_epochs, local_steps=settings.local_steps,
+                      seed=recipe.seed + client, schedule_steps_per_round=per_round)
+               for client, positions in enumerate(partition.clients)]
     weights = [np.array(w) for w in model.get_weights()]
     velocity = [np.zeros_like(w) for w in weights]
     accuracy = []
@@ -100,16 +91,10 @@ def screen(recipe_name, assignments, server_momentum=0.0, server_lr=1.0, central
               "fresh_optimizer": fresh_optimizer, "server_momentum": server_momentum,
               "server_lr": server_lr, "test_accuracy": accuracy,
               "seconds": round(time.perf_counter() - started, 1)}
-    if central:
+    if central:  # the stage's own baseline: the clients' training parts pooled
         keras.utils.set_random_seed(recipe.seed)
-        epochs = settings.rounds * settings.local_epochs
-        central_steps = math.ceil(len(pooled) / recipe.batch_size)
-        model = compile_model(ctx, dataclasses.replace(recipe, epochs=epochs), central_steps)
-        pooled_data = client_dataset(data, pooled).shuffle(
-            len(pooled), seed=recipe.seed, reshuffle_each_iteration=True).batch(recipe.batch_size)
-        model.fit(pooled_data, epochs=epochs, verbose=0, shuffle=False)
-        result["central_same_examples"] = round(float(model.evaluate(
-            test, verbose=0, return_dict=True)["accuracy"]), 4)
+        result["central_same_examples"] = round(
+            _central(ctx, recipe, settings, test, partition)["test"]["test_accuracy"], 4)
     return result
 
 

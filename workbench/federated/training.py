@@ -50,15 +50,7 @@ def federated(ctx, partition):
             + ", ".join(strategies_of(settings)))
     ctx.say(_indent(stats_markdown(partition, class_names)))
 
-    # The recipe's schedule spans the whole federation: a client's step count runs on from
-    # round to round (workbench.federated.worker), for rounds x local epochs of an average
-    # client's data (or rounds x local steps).
-    if settings.local_steps:
-        steps, epochs, per_round = settings.local_steps, settings.rounds, settings.local_steps
-    else:
-        steps = max(1, math.ceil(data.info.sizes["train"] / settings.clients / recipe.batch_size))
-        epochs = settings.rounds * settings.local_epochs
-        per_round = steps * settings.local_epochs
+    steps, epochs, per_round = schedule_span(recipe, settings, data)
     model = compile_model(ctx, dataclasses.replace(recipe, epochs=epochs), steps)
     with ctx.run_dir.atomic(f"{FEDERATED_DIR}/initial.keras") as temp:
         model.save(temp)
@@ -115,6 +107,17 @@ def federated(ctx, partition):
     ctx.sections["federated"] = _markdown(results, stats_markdown(partition, class_names))
     _plot(ctx, runs, settings)
     return Trained(model=model, history={}, results=results)
+
+
+def schedule_span(recipe, settings, data):
+    """`(steps per epoch, epochs, steps per round)` the recipe's schedule is compiled over. It
+    spans the whole federation: a client's step count runs on from round to round
+    (workbench.federated.worker), for rounds x local epochs of an average client's data (or
+    rounds x local steps)."""
+    if settings.local_steps:
+        return settings.local_steps, settings.rounds, settings.local_steps
+    steps = max(1, math.ceil(data.info.sizes["train"] / settings.clients / recipe.batch_size))
+    return steps, settings.rounds * settings.local_epochs, steps * settings.local_epochs
 
 
 def _local_budget(settings):
@@ -191,7 +194,7 @@ def _central(ctx, recipe, settings, test, partition):
     from workbench.training import compile_model
 
     data = ctx.data
-    pooled = np.sort(np.concatenate([np.asarray(c, dtype=np.int64) for c in partition.clients]))
+    pooled = np.concatenate([np.asarray(c, dtype=np.int64) for c in partition.clients])
     steps = max(1, math.ceil(len(pooled) / recipe.batch_size))
     epochs = settings.rounds * settings.local_epochs if not settings.local_steps else max(
         1, round(settings.rounds * settings.local_steps * settings.clients / steps))

@@ -202,6 +202,23 @@ def parse_fault(text, client):
     return kind, float(factor)
 
 
+def local_training_data(data, positions, batch_size):
+    """`train(seed)`: a client's training examples (`positions`), batched and shuffled anew
+    with `seed` every epoch."""
+    import tensorflow as tf
+
+    from workbench.federated.partition import client_dataset
+
+    own = client_dataset(data, positions)
+    size = max(1, len(positions))
+
+    def train(seed):
+        return own.shuffle(size, seed=seed, reshuffle_each_iteration=True) \
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    return train
+
+
 def client_workers(job, clients):
     """The workers of `clients` of the run described by `job` (the stage's job.json), in this
     process: the run's data is loaded once and one model (with the recipe's optimizer, loss and
@@ -220,12 +237,7 @@ def client_workers(job, clients):
     workers = {}
     for client in clients:
         positions, holdout = load_partition(job, client)
-        own = client_dataset(data, positions)
-
-        def train(seed, own=own, size=max(1, len(positions))):
-            return own.shuffle(size, seed=seed, reshuffle_each_iteration=True) \
-                .batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
+        train = local_training_data(data, positions, batch_size)
         held = (client_dataset(data, holdout).batch(batch_size).prefetch(tf.data.AUTOTUNE)
                 if len(holdout) else None)
         workers[client] = Worker(model, train=train, holdout=held, train_examples=len(positions),

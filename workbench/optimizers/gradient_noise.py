@@ -1,7 +1,6 @@
 import keras
 from keras import ops
 
-from workbench.optimizers.common import num_replicas_in_sync
 from workbench.optimizers.wrapper import OptimizerWrapper
 
 
@@ -97,10 +96,7 @@ class GradientNoise(OptimizerWrapper):
         return ops.sqrt(variance)
 
     def transform_gradients(self, grads):
-        scale = 1.0 / num_replicas_in_sync()
-        if self.inner_optimizer.loss_scale_factor is not None:
-            scale *= self.inner_optimizer.loss_scale_factor
-        stddev = ops.multiply(self.noise_stddev(), scale)
+        stddev = ops.multiply(self.noise_stddev(), self.gradient_units())
         noisy = []
         for grad in grads:
             if grad is None:

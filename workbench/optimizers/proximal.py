@@ -1,7 +1,6 @@
 import keras
 from keras import ops
 
-from workbench.optimizers.common import num_replicas_in_sync
 from workbench.optimizers.wrapper import OptimizerWrapper
 
 
@@ -88,11 +87,7 @@ class Proximal(OptimizerWrapper):
 
     def transform_gradients(self, grads):
         variables = getattr(self, "_applying", None) or self._trainable_variables
-        # The gradients arrive summed over replicas and times the loss scale (if any): the term
-        # is added in the same units, so that it counts once, as on one device.
-        scale = 1.0 / num_replicas_in_sync()
-        if self.inner_optimizer.loss_scale_factor is not None:
-            scale *= self.inner_optimizer.loss_scale_factor
+        scale = self.gradient_units()
         pulled = []
         for grad, variable in zip(grads, variables):
             if grad is None:

@@ -4,6 +4,8 @@ import copy
 
 import keras
 
+from workbench.optimizers.common import num_replicas_in_sync
+
 # Arguments of `keras.optimizers.Optimizer` that a wrapper does not take
 # itself: they belong to the inner optimizer, which does the clipping,
 # accumulation, EMA and loss scaling.
@@ -126,6 +128,16 @@ class OptimizerWrapper(keras.optimizers.Optimizer):
         """Runs after the inner optimizer has updated the variables."""
         # AutoGraph cannot convert a function whose body is only a docstring.
         return None
+
+    def gradient_units(self):
+        """What one device's unscaled gradient is multiplied by in the gradients that
+        `transform_gradients` sees: they arrive summed over replicas and times the inner
+        optimizer's loss scale, if any. A term added to them is multiplied by this so that it
+        counts once, as on one device."""
+        scale = 1.0 / num_replicas_in_sync()
+        if self.inner_optimizer.loss_scale_factor is not None:
+            scale *= self.inner_optimizer.loss_scale_factor
+        return scale
 
     @property
     def variables(self):
