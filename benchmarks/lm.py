@@ -33,7 +33,7 @@
 
     python benchmarks/lm.py --parts a,d [--throughput-steps 200] [--rounds 3]
     python benchmarks/lm.py --parts b [--steps 2000] [--seeds 0,1,2] [--tune-seeds 0]
-                            [--optimizers adamw,soap]
+                            [--optimizers adamw,soap] [--step-rounds 3] [--runs-from FILE]
                             [--out benchmarks/results/lm.json]
     python benchmarks/lm.py --parts c --model RUN/model.keras
     python benchmarks/lm.py --parts e [--nanogpt DIR] [--steps 2000] [--eval-interval 100]
@@ -84,10 +84,15 @@ def _race_optimizers():
         "schedule_free_adamw": lambda lr: opt.ScheduleFreeAdamW(
             lr, beta_2=0.99, warmup_steps=WARMUP_STEPS, weight_decay=WEIGHT_DECAY,
             global_clipnorm=1.0),
+        # The coupled Newton roots: under XLA on a CPU the float64 `eigh` of the default roots
+        # makes a step cost about 9x AdamW's, the Newton iteration about 2x.
         "shampoo": lambda lr: Shampoo(lr, beta_2=0.99, weight_decay=WEIGHT_DECAY,
-                                      global_clipnorm=1.0),
+                                      global_clipnorm=1.0, root_method="newton"),
         "soap": lambda lr: SOAP(lr, beta_1=0.9, beta_2=0.99, weight_decay=WEIGHT_DECAY,
                                 global_clipnorm=1.0),
+        # SOAP with its eigenbasis refreshed 5x less often: the refresh amortised.
+        "soap_every50": lambda lr: SOAP(lr, beta_1=0.9, beta_2=0.99, weight_decay=WEIGHT_DECAY,
+                                        global_clipnorm=1.0, precondition_every=50),
     }
 
 
@@ -98,6 +103,7 @@ RACE_GRIDS = {
     "schedule_free_adamw": (1e-3, 2e-3, 4e-3),
     "shampoo": (1e-3, 2e-3, 4e-3),
     "soap": (1e-3, 2e-3, 4e-3),
+    "soap_every50": (1e-3, 2e-3, 4e-3),
 }
 SCHEDULE_FREE = {"schedule_free_adamw"}
 
@@ -154,24 +160,64 @@ class _Evaluate(keras.callbacks.Callback):
             self.losses.append((step, float(loss)))
 
 
-def race_run(name, lr, seed, steps, train_tokens, val, eval_every, initial_weights=None):
-    """One contender, one rate, one seed: [(step, validation loss)] and seconds per step."""
-    import tensorflow as tf
-
+def _race_model(name, lr, seed, steps):
+    """The race model compiled with contender `name` at rate `lr` (schedule over `steps`)."""
     model = build_race_model(seed)
-    if initial_weights is not None:
-        model.set_weights(initial_weights)
     optimizer = _race_optimizers()[name](_schedule(name, lr, steps))
     optimizer.exclude_from_weight_decay(
         var_list=[v for v in model.trainable_variables if len(v.shape) < 2])
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=True)
-    # The same batches for every contender with this seed (nanoGPT's random windows).
+    return model
+
+
+def _race_batches(train_tokens, seed, steps):
+    """nanoGPT's random training windows, the same for every contender with this seed."""
+    import tensorflow as tf
+
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, len(train_tokens) - CONTEXT - 1, size=steps * BATCH)
     windows = train_tokens[starts[:, None] + np.arange(CONTEXT + 1)]
-    dataset = tf.data.Dataset.from_tensor_slices((windows[:, :-1], windows[:, 1:])).batch(BATCH)
+    return tf.data.Dataset.from_tensor_slices((windows[:, :-1], windows[:, 1:])).batch(BATCH)
+
+
+def race_step_times(optimizers, steps=100, rounds=3, warmup_steps=20, log=print):
+    """Each contender's training step on the race model, alone on the machine: the seconds of
+    its first `fit` of `warmup_steps` steps (compilation included), then `rounds` interleaved
+    rounds of `steps` steps (every contender once per round, so load drifts hit all alike).
+    Returns {name: {"ms_per_step": median over rounds, "rounds_ms": [...],
+    "compile_seconds": first fit minus its steps at the median step time}}."""
+    train_tokens, _ = stdlib_corpus()
+    models, first = {}, {}
+    for name in optimizers:
+        models[name] = _race_model(name, RACE_GRIDS.get(name, (1e-3,))[0], 0, 2000)
+        start = time.perf_counter()
+        models[name].fit(_race_batches(train_tokens, 0, warmup_steps), verbose=0)
+        first[name] = time.perf_counter() - start
+    rounds_ms = {name: [] for name in optimizers}
+    for round_ in range(rounds):
+        for name, model in models.items():
+            batches = _race_batches(train_tokens, 1 + round_, steps)
+            start = time.perf_counter()
+            model.fit(batches, verbose=0)
+            rounds_ms[name].append(1000 * (time.perf_counter() - start) / steps)
+    result = {}
+    for name, times in rounds_ms.items():
+        ms = statistics.median(times)
+        result[name] = {"ms_per_step": ms, "rounds_ms": times,
+                        "compile_seconds": max(0.0, first[name] - warmup_steps * ms / 1000)}
+        log(f"  {name:20s} {ms:7.1f} ms/step (rounds {', '.join(f'{t:.1f}' for t in times)}), "
+            f"compile {result[name]['compile_seconds']:.1f} s", flush=True)
+    return result
+
+
+def race_run(name, lr, seed, steps, train_tokens, val, eval_every, initial_weights=None):
+    """One contender, one rate, one seed: [(step, validation loss)] and seconds per step."""
+    model = _race_model(name, lr, seed, steps)
+    if initial_weights is not None:
+        model.set_weights(initial_weights)
+    dataset = _race_batches(train_tokens, seed, steps)
     evaluate = _Evaluate(val[:, :-1], val[:, 1:], eval_every)
     start = time.perf_counter()
     model.fit(dataset.prefetch(4), epochs=1, verbose=0, callbacks=[evaluate])
@@ -184,39 +230,58 @@ def steps_to(losses, target):
 
 
 def optimizer_race(optimizers=tuple(RACE_GRIDS), grids=None, seeds=(0, 1, 2), steps=2000,
-                   eval_every=100, target=TARGET_LOSS, log=print, on_run=None, tune_seeds=None):
+                   eval_every=100, target=TARGET_LOSS, log=print, on_run=None, tune_seeds=None,
+                   step_rounds=3, earlier_runs=()):
     """Part (b). For each optimizer, every rate on its grid runs `tune_seeds` (all `seeds` when
     None); the rate with the fewest median steps to `target` (ties and misses: lowest median
     final loss) is its tuned rate, which then also runs the remaining seeds; the table gives the
-    medians over all `seeds` at the tuned rate. Returns {"runs": [...], "table": [...]} ready for
-    JSON; `on_run(runs)` sees the runs so far after each one (a long race keeps what it measured
-    if it is stopped)."""
+    medians over all `seeds` at the tuned rate. Wall-clock to the target is each contender's
+    compilation plus its median steps to the target times its step time, both from
+    `race_step_times` (run first, with `step_rounds` rounds; 0 skips it), so the comparison
+    holds even if the machine's load drifts during the long race. Returns {"runs": [...],
+    "table": [...], "step_times": {...}} ready for JSON; `on_run(runs)` sees the runs so far
+    after each one (a long race keeps what it measured if it is stopped). A run in
+    `earlier_runs` with the same optimizer, rate, seed, steps and evaluation interval is taken
+    as it is instead of training again: a stopped race resumes, and a race split over several
+    processes is put together (steps to the target do not depend on the step's speed)."""
     grids = dict(RACE_GRIDS, **(grids or {}))
     tune_seeds = tuple(seeds if tune_seeds is None else tune_seeds)
+    step_times = {}
+    if step_rounds:
+        log(f"step times, {step_rounds} interleaved rounds of 100 steps:", flush=True)
+        step_times = race_step_times(optimizers, rounds=step_rounds, log=log)
     train_tokens, val_tokens = stdlib_corpus()
     val = validation_windows(val_tokens, VALIDATION_WINDOWS)
     runs, table = [], []
 
+    earlier = {_run_key(run): run for run in earlier_runs
+               if run["steps"] == steps and run.get("eval_every", eval_every) == eval_every}
+
     def run_one(name, lr, seed):
-        losses, step_seconds = race_run(name, lr, seed, steps, train_tokens, val, eval_every)
+        kept = earlier.get((name, float(lr), seed))
+        if kept is not None:
+            losses, step_seconds, how = kept["losses"], kept["seconds_per_step"], "earlier run"
+        else:
+            losses, step_seconds = race_run(name, lr, seed, steps, train_tokens, val, eval_every)
+            how = f"{step_seconds * 1000:.0f} ms/step"
         run = {"optimizer": name, "learning_rate": lr, "seed": seed, "steps": steps,
-               "losses": losses, "steps_to_target": steps_to(losses, target),
+               "eval_every": eval_every, "losses": [tuple(pair) for pair in losses],
+               "steps_to_target": steps_to(losses, target),
                "final_loss": losses[-1][1] if losses else None,
                "seconds_per_step": step_seconds}
         runs.append(run)
         if on_run is not None:
             on_run(runs)
         log(f"  {name:20s} lr {lr:.0e} seed {seed}: final {run['final_loss']:.4f} "
-            f"steps to {target} {run['steps_to_target']}  {step_seconds * 1000:.0f} ms/step",
-            flush=True)
+            f"steps to {target} {run['steps_to_target']}  {how}", flush=True)
         return run
 
     def summary(lr, results):
         reached = [r["steps_to_target"] for r in results]
         return {
             "learning_rate": lr,
-            "median_steps_to_target": (statistics.median(reached)
-                                       if all(s is not None for s in reached) else None),
+            # A seed that misses the target counts as never reaching it (median over inf).
+            "median_steps_to_target": _median_or_none(reached),
             "median_final_loss": statistics.median(r["final_loss"] for r in results),
             "median_ms_per_step": 1000 * statistics.median(
                 r["seconds_per_step"] for r in results),
@@ -230,16 +295,52 @@ def optimizer_race(optimizers=tuple(RACE_GRIDS), grids=None, seeds=(0, 1, 2), st
         best_lr = min(tuned, key=lambda lr: rank(summary(lr, tuned[lr])))
         rest = [seed for seed in seeds if seed not in tune_seeds]
         results = tuned[best_lr] + [run_one(name, best_lr, seed) for seed in rest]
-        table.append({"optimizer": name, **summary(best_lr, results),
-                      "grid": list(grids[name])})
-    adamw = next((row for row in table if row["optimizer"] == "adamw"), None)
-    for row in table:
-        if adamw and adamw["median_steps_to_target"] and row["median_steps_to_target"]:
-            row["speedup_vs_adamw"] = adamw["median_steps_to_target"] / row[
-                "median_steps_to_target"]
+        row = {"optimizer": name, **summary(best_lr, results), "grid": list(grids[name]),
+               "grid_median_steps_to_target": {
+                   str(lr): summary(lr, tuned[lr])["median_steps_to_target"] for lr in tuned}}
+        timing = step_times.get(name)
+        if timing and row["median_steps_to_target"]:
+            row["seconds_to_target"] = (timing["compile_seconds"] + row["median_steps_to_target"]
+                                        * timing["ms_per_step"] / 1000)
+        table.append(row)
+    _compare_to_adamw(table)
     return {"target_loss": target, "seeds": list(seeds), "tune_seeds": list(tune_seeds),
             "steps": steps, "eval_every": eval_every, "validation_windows": VALIDATION_WINDOWS,
-            "table": table, "runs": runs}
+            "table": table, "runs": runs, "step_times": step_times}
+
+
+def _run_key(run):
+    return run["optimizer"], float(run["learning_rate"]), int(run["seed"])
+
+
+def earlier_race_runs(paths):
+    """The race runs recorded in earlier `--out` files: a finished race's and a stopped one's."""
+    runs = []
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        runs += report.get("b_optimizer_race", {}).get("runs", [])
+        runs += report.get("b_optimizer_race_runs_so_far", [])
+    return runs
+
+
+def _median_or_none(values):
+    """The median where a None (never reached) counts as infinitely late; None if that is it."""
+    median = statistics.median(math.inf if v is None else v for v in values)
+    return None if math.isinf(median) else median
+
+
+def _compare_to_adamw(table):
+    """Adds each row's ratios to the AdamW row's steps and seconds to the target."""
+    adamw = next((row for row in table if row["optimizer"] == "adamw"), None)
+    if not adamw:
+        return
+    for row in table:
+        if adamw["median_steps_to_target"] and row["median_steps_to_target"]:
+            row["speedup_vs_adamw"] = adamw["median_steps_to_target"] / row[
+                "median_steps_to_target"]
+        if adamw.get("seconds_to_target") and row.get("seconds_to_target"):
+            row["wall_clock_speedup_vs_adamw"] = (adamw["seconds_to_target"]
+                                                  / row["seconds_to_target"])
 
 
 def print_race(result):
@@ -247,15 +348,26 @@ def print_race(result):
           f"(evaluated every {result['eval_every']} steps on {result['validation_windows']} "
           f"windows), {result['steps']} steps, rate tuned on seeds "
           f"{result.get('tune_seeds', result['seeds'])}, median of seeds {result['seeds']}")
+    step_times = result.get("step_times", {})
     print(f"{'optimizer':22s} {'tuned lr':>9s} {'steps to target':>16s} {'final loss':>11s} "
-          f"{'vs AdamW':>9s} {'ms/step':>8s}")
+          f"{'vs AdamW':>9s} {'ms/step':>8s} {'compile s':>10s} {'s to target':>12s} "
+          f"{'vs AdamW':>9s}")
+
+    def ratio(value):
+        return f"{value:.2f}x" if value else "-"
+
     for row in result["table"]:
         reached = row["median_steps_to_target"]
-        speedup = row.get("speedup_vs_adamw")
+        timing = step_times.get(row["optimizer"], {})
+        seconds = row.get("seconds_to_target")
+        compile_seconds = f"{timing['compile_seconds']:.1f}" if timing else "-"
         print(f"{row['optimizer']:22s} {row['learning_rate']:9.0e} "
               f"{(str(int(reached)) if reached else 'not reached'):>16s} "
-              f"{row['median_final_loss']:11.4f} "
-              f"{(f'{speedup:.2f}x' if speedup else '-'):>9s} {row['median_ms_per_step']:8.0f}")
+              f"{row['median_final_loss']:11.4f} {ratio(row.get('speedup_vs_adamw')):>9s} "
+              f"{timing.get('ms_per_step', row['median_ms_per_step']):8.1f} "
+              f"{compile_seconds:>10s} "
+              f"{(f'{seconds:.1f}' if seconds else '-'):>12s} "
+              f"{ratio(row.get('wall_clock_speedup_vs_adamw')):>9s}")
 
 
 def quantization_table(model_path, windows=VALIDATION_WINDOWS, log=print):
@@ -519,6 +631,11 @@ def main(argv=None):
                         help="seeds that tune the rate on the grid (default: all --seeds); the "
                              "tuned rate then runs the other seeds")
     parser.add_argument("--optimizers", default=",".join(RACE_GRIDS))
+    parser.add_argument("--step-rounds", type=int, default=3,
+                        help="part b: interleaved rounds of the step-time pass (0: skip it)")
+    parser.add_argument("--runs-from", action="append", default=[], type=Path,
+                        help="part b: an earlier --out file whose runs are reused (resume a "
+                             "stopped race; put together a race split over processes)")
     parser.add_argument("--grid", action="append", default=[],
                         help="NAME=LR,LR,... overrides one optimizer's grid")
     parser.add_argument("--target", type=float, default=None,
@@ -572,7 +689,8 @@ def main(argv=None):
             eval_every=args.eval_every,
             target=TARGET_LOSS if args.target is None else args.target, on_run=keep_runs,
             tune_seeds=(None if args.tune_seeds is None
-                        else tuple(int(s) for s in args.tune_seeds.split(","))))
+                        else tuple(int(s) for s in args.tune_seeds.split(","))),
+            step_rounds=args.step_rounds, earlier_runs=earlier_race_runs(args.runs_from))
         print_race(result)
         report.pop("b_optimizer_race_runs_so_far", None)
         report["b_optimizer_race"] = result

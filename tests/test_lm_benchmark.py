@@ -79,3 +79,41 @@ def test_seed_agreement_alternates_the_two_and_summarises_per_seed(monkeypatch):
     assert summary["median_difference"] == pytest.approx(-0.01)
     assert summary["workbench_loss"]["spread"] == pytest.approx(0.04)
     assert summary["tokens_per_second_ratio"] == pytest.approx(1.5)
+
+
+def test_race_reuses_earlier_runs_and_trains_only_the_missing_ones(monkeypatch, tmp_path):
+    lm = _load("lm")
+    monkeypatch.setattr(lm, "stdlib_corpus", lambda: (np.zeros(1000, "int32"),
+                                                      np.zeros(1000, "int32")))
+    trained = []
+
+    def race_run(name, lr, seed, steps, train_tokens, val, eval_every):
+        trained.append((name, lr, seed))
+        # The higher rate reaches the target sooner; seeds differ a little.
+        reach = int(steps * (0.8 if lr == 2e-3 else 0.9)) + 10 * seed
+        return [(step, 1.6 if step >= reach else 2.0)
+                for step in range(eval_every, steps + 1, eval_every)], 0.01
+
+    monkeypatch.setattr(lm, "race_run", race_run)
+    quiet = lambda *a, **k: None  # noqa: E731
+    grids = {"adamw": (1e-3, 2e-3)}
+    stopped = lm.optimizer_race(optimizers=["adamw"], grids=grids, seeds=(0, 1, 2),
+                                tune_seeds=(0,), steps=100, eval_every=10, step_rounds=0,
+                                log=quiet)
+    assert trained == [("adamw", 1e-3, 0), ("adamw", 2e-3, 0), ("adamw", 2e-3, 1),
+                       ("adamw", 2e-3, 2)]
+    out = tmp_path / "lm.json"
+    out.write_text(json.dumps({"b_optimizer_race_runs_so_far": stopped["runs"][:3]}))
+    trained.clear()
+    resumed = lm.optimizer_race(optimizers=["adamw"], grids=grids, seeds=(0, 1, 2),
+                                tune_seeds=(0,), steps=100, eval_every=10, step_rounds=0,
+                                log=quiet, earlier_runs=lm.earlier_race_runs([out]))
+    assert trained == [("adamw", 2e-3, 2)]
+    assert resumed["table"] == stopped["table"]
+    (row,) = resumed["table"]
+    assert row["learning_rate"] == 2e-3 and row["median_steps_to_target"] == 90
+    # Runs of a different length are not reused.
+    trained.clear()
+    lm.optimizer_race(optimizers=["adamw"], grids=grids, seeds=(0,), steps=200, eval_every=10,
+                      step_rounds=0, log=quiet, earlier_runs=lm.earlier_race_runs([out]))
+    assert len(trained) == 2
