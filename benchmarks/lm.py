@@ -34,6 +34,7 @@
     python benchmarks/lm.py --parts a,d [--throughput-steps 200] [--rounds 3]
     python benchmarks/lm.py --parts b [--steps 2000] [--seeds 0,1,2] [--tune-seeds 0]
                             [--optimizers adamw,soap] [--step-rounds 3] [--runs-from FILE]
+                            [--step-times-only]
                             [--out benchmarks/results/lm.json]
     python benchmarks/lm.py --parts c --model RUN/model.keras
     python benchmarks/lm.py --parts e [--nanogpt DIR] [--steps 2000] [--eval-interval 100]
@@ -231,14 +232,15 @@ def steps_to(losses, target):
 
 def optimizer_race(optimizers=tuple(RACE_GRIDS), grids=None, seeds=(0, 1, 2), steps=2000,
                    eval_every=100, target=TARGET_LOSS, log=print, on_run=None, tune_seeds=None,
-                   step_rounds=3, earlier_runs=()):
+                   step_rounds=3, earlier_runs=(), step_times=None):
     """Part (b). For each optimizer, every rate on its grid runs `tune_seeds` (all `seeds` when
     None); the rate with the fewest median steps to `target` (ties and misses: lowest median
     final loss) is its tuned rate, which then also runs the remaining seeds; the table gives the
     medians over all `seeds` at the tuned rate. Wall-clock to the target is each contender's
     compilation plus its median steps to the target times its step time, both from
-    `race_step_times` (run first, with `step_rounds` rounds; 0 skips it), so the comparison
-    holds even if the machine's load drifts during the long race. Returns {"runs": [...],
+    `race_step_times` (run first, with `step_rounds` rounds; 0 takes `step_times` measured
+    earlier, if any), so the comparison holds even if the machine's load drifts during the long
+    race. Returns {"runs": [...],
     "table": [...], "step_times": {...}} ready for JSON; `on_run(runs)` sees the runs so far
     after each one (a long race keeps what it measured if it is stopped). A run in
     `earlier_runs` with the same optimizer, rate, seed, steps and evaluation interval is taken
@@ -246,7 +248,7 @@ def optimizer_race(optimizers=tuple(RACE_GRIDS), grids=None, seeds=(0, 1, 2), st
     processes is put together (steps to the target do not depend on the step's speed)."""
     grids = dict(RACE_GRIDS, **(grids or {}))
     tune_seeds = tuple(seeds if tune_seeds is None else tune_seeds)
-    step_times = {}
+    step_times = dict(step_times or {})
     if step_rounds:
         log(f"step times, {step_rounds} interleaved rounds of 100 steps:", flush=True)
         step_times = race_step_times(optimizers, rounds=step_rounds, log=log)
@@ -321,6 +323,16 @@ def earlier_race_runs(paths):
         runs += report.get("b_optimizer_race", {}).get("runs", [])
         runs += report.get("b_optimizer_race_runs_so_far", [])
     return runs
+
+
+def earlier_step_times(paths):
+    """The contenders' step times recorded in earlier `--out` files (the last file wins)."""
+    times = {}
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        times.update(report.get("b_optimizer_race", {}).get("step_times", {}))
+        times.update(report.get("b_race_step_times", {}))
+    return times
 
 
 def _median_or_none(values):
@@ -632,7 +644,11 @@ def main(argv=None):
                              "tuned rate then runs the other seeds")
     parser.add_argument("--optimizers", default=",".join(RACE_GRIDS))
     parser.add_argument("--step-rounds", type=int, default=3,
-                        help="part b: interleaved rounds of the step-time pass (0: skip it)")
+                        help="part b: interleaved rounds of the step-time pass (0: take the "
+                             "step times of the --runs-from files)")
+    parser.add_argument("--step-times-only", action="store_true",
+                        help="part b: only the step-time pass of --optimizers, alone on the "
+                             "machine, kept for a later --runs-from")
     parser.add_argument("--runs-from", action="append", default=[], type=Path,
                         help="part b: an earlier --out file whose runs are reused (resume a "
                              "stopped race; put together a race split over processes)")
@@ -678,7 +694,11 @@ def main(argv=None):
         report["b_optimizer_race_runs_so_far"] = runs
         write()
 
-    if "b" in parts:
+    if "b" in parts and args.step_times_only:
+        print(f"step times, {args.step_rounds} interleaved rounds of 100 steps:", flush=True)
+        report["b_race_step_times"] = race_step_times(args.optimizers.split(","),
+                                                      rounds=args.step_rounds)
+    elif "b" in parts:
         grids = {}
         for item in args.grid:
             name, rates = item.split("=")
@@ -690,7 +710,8 @@ def main(argv=None):
             target=TARGET_LOSS if args.target is None else args.target, on_run=keep_runs,
             tune_seeds=(None if args.tune_seeds is None
                         else tuple(int(s) for s in args.tune_seeds.split(","))),
-            step_rounds=args.step_rounds, earlier_runs=earlier_race_runs(args.runs_from))
+            step_rounds=args.step_rounds, earlier_runs=earlier_race_runs(args.runs_from),
+            step_times=earlier_step_times(args.runs_from))
         print_race(result)
         report.pop("b_optimizer_race_runs_so_far", None)
         report["b_optimizer_race"] = result

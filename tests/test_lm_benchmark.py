@@ -112,6 +112,14 @@ def test_race_reuses_earlier_runs_and_trains_only_the_missing_ones(monkeypatch, 
     assert resumed["table"] == stopped["table"]
     (row,) = resumed["table"]
     assert row["learning_rate"] == 2e-3 and row["median_steps_to_target"] == 90
+    # Step times measured earlier, alone on the machine, give the wall-clock to the target.
+    out.write_text(json.dumps({"b_race_step_times": {"adamw": {
+        "ms_per_step": 50.0, "rounds_ms": [50.0], "compile_seconds": 4.0}}}))
+    timed = lm.optimizer_race(optimizers=["adamw"], grids=grids, seeds=(0, 1, 2),
+                              tune_seeds=(0,), steps=100, eval_every=10, step_rounds=0,
+                              log=quiet, earlier_runs=stopped["runs"],
+                              step_times=lm.earlier_step_times([out]))
+    assert timed["table"][0]["seconds_to_target"] == pytest.approx(4.0 + 90 * 0.05)
     # Runs of a different length are not reused.
     trained.clear()
     lm.optimizer_race(optimizers=["adamw"], grids=grids, seeds=(0,), steps=200, eval_every=10,
