@@ -41,7 +41,8 @@
                             [--contender NAME="--set k=v ..."] [--target LOSS]
     python benchmarks/lm.py --parts f [--seeds 0,1,2] [--steps 2000]
 
-Prints the tables and writes them as JSON (each part under its own key).
+Prints the tables and writes them as JSON (each part under its own key); part b also plots its
+validation curves next to the JSON (`lm.png` for `lm.json`).
 """
 
 import argparse
@@ -382,6 +383,37 @@ def print_race(result):
               f"{ratio(row.get('wall_clock_speedup_vs_adamw')):>9s}")
 
 
+def plot_race(result, path):
+    """Validation loss against steps for every contender at its tuned rate, one line per seed,
+    with the target: the race at a glance. Written atomically to `path` (a .png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, row in enumerate(result["table"]):
+        seeds = [run for run in result["runs"] if run["optimizer"] == row["optimizer"]
+                 and run["learning_rate"] == row["learning_rate"]]
+        for number, run in enumerate(seeds):
+            steps, losses = zip(*run["losses"])
+            ax.plot(steps, losses, color=colors[index % len(colors)], linewidth=1,
+                    label=(f"{row['optimizer']} (lr {row['learning_rate']:g})"
+                           if number == 0 else None))
+    ax.axhline(result["target_loss"], color="black", linestyle="--", linewidth=0.8,
+               label=f"target {result['target_loss']}")
+    ax.set(xlabel="step", ylabel="validation loss (nats/token)", ylim=(None, 3.0),
+           title=f"optimizer race: tuned rates, seeds {result['seeds']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    fig.savefig(temp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(temp, path)
+
+
 def quantization_table(model_path, windows=VALIDATION_WINDOWS, log=print):
     """Part (c): every `workbench.lm.compress` mode on a trained GPT."""
     from workbench.components import load_model
@@ -713,6 +745,8 @@ def main(argv=None):
             step_rounds=args.step_rounds, earlier_runs=earlier_race_runs(args.runs_from),
             step_times=earlier_step_times(args.runs_from))
         print_race(result)
+        plot_race(result, args.out.with_suffix(".png"))
+        print(f"plot: {args.out.with_suffix('.png')}")
         report.pop("b_optimizer_race_runs_so_far", None)
         report["b_optimizer_race"] = result
     if "e" in parts:

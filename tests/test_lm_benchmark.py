@@ -120,6 +120,9 @@ def test_race_reuses_earlier_runs_and_trains_only_the_missing_ones(monkeypatch, 
                               log=quiet, earlier_runs=stopped["runs"],
                               step_times=lm.earlier_step_times([out]))
     assert timed["table"][0]["seconds_to_target"] == pytest.approx(4.0 + 90 * 0.05)
+    plot = tmp_path / "race.png"
+    lm.plot_race(resumed, plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Runs of a different length are not reused.
     trained.clear()
     lm.optimizer_race(optimizers=["adamw"], grids=grids, seeds=(0,), steps=200, eval_every=10,
