@@ -171,6 +171,10 @@ def _race_model(name, lr, seed, steps):
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=True)
+    # Built eagerly, as the train stage does (`build_before_fit`): Keras' ScheduleFreeAdamW
+    # copies the weights into its momentum in `build`, and that copy is lost when `fit` builds
+    # it inside the traced step; its first step then sets every weight to about zero.
+    optimizer.build(model.trainable_variables)
     return model
 
 

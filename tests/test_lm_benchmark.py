@@ -128,3 +128,15 @@ def test_race_reuses_earlier_runs_and_trains_only_the_missing_ones(monkeypatch, 
     lm.optimizer_race(optimizers=["adamw"], grids=grids, seeds=(0,), steps=200, eval_every=10,
                       step_rounds=0, log=quiet, earlier_runs=lm.earlier_race_runs([out]))
     assert len(trained) == 2
+
+
+def test_race_model_keeps_its_weights_under_schedule_free_adamw():
+    # Keras' ScheduleFreeAdamW copies the weights into its momentum in `build`; built inside
+    # `fit`'s traced step the copy is lost and the first step zeroes the weights.
+    lm = _load("lm")
+    model = lm._race_model("schedule_free_adamw", 1e-9, 0, 10)
+    before = [w.copy() for w in model.get_weights()]
+    tokens = np.arange(lm.BATCH * (lm.CONTEXT + 1), dtype="int32").reshape(lm.BATCH, -1) % 256
+    model.fit(tokens[:, :-1], tokens[:, 1:], batch_size=lm.BATCH, epochs=1, verbose=0)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_allclose(new, old, atol=1e-4)
