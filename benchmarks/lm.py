@@ -218,14 +218,12 @@ def race_step_times(optimizers, steps=100, rounds=3, warmup_steps=20, log=print)
     return result
 
 
-def race_run(name, lr, seed, steps, train_tokens, val, eval_every, initial_weights=None):
+def race_run(name, lr, seed, steps, train_tokens, val, eval_every):
     """One contender, one rate, one seed: [(step, validation loss)] and seconds per step."""
     # The earlier contenders' models and traced steps would otherwise pile up in one process
     # (5.7 GB after 13 runs) and slow the later ones.
     keras.backend.clear_session()
     model = _race_model(name, lr, seed, steps)
-    if initial_weights is not None:
-        model.set_weights(initial_weights)
     dataset = _race_batches(train_tokens, seed, steps)
     evaluate = _Evaluate(val[:, :-1], val[:, 1:], eval_every)
     start = time.perf_counter()
@@ -323,24 +321,17 @@ def _run_key(run):
     return run["optimizer"], float(run["learning_rate"]), int(run["seed"])
 
 
-def earlier_race_runs(paths):
-    """The race runs recorded in earlier `--out` files: a finished race's and a stopped one's."""
-    runs = []
+def earlier_race(paths):
+    """What earlier `--out` files recorded of the race: (runs, a finished race's and a stopped
+    one's; the contenders' step times, the last file winning)."""
+    runs, times = [], {}
     for path in paths:
         report = json.loads(Path(path).read_text())
-        runs += report.get("b_optimizer_race", {}).get("runs", [])
-        runs += report.get("b_optimizer_race_runs_so_far", [])
-    return runs
-
-
-def earlier_step_times(paths):
-    """The contenders' step times recorded in earlier `--out` files (the last file wins)."""
-    times = {}
-    for path in paths:
-        report = json.loads(Path(path).read_text())
-        times.update(report.get("b_optimizer_race", {}).get("step_times", {}))
+        race = report.get("b_optimizer_race", {})
+        runs += race.get("runs", []) + report.get("b_optimizer_race_runs_so_far", [])
+        times.update(race.get("step_times", {}))
         times.update(report.get("b_race_step_times", {}))
-    return times
+    return runs, times
 
 
 def _median_or_none(values):
@@ -738,6 +729,7 @@ def main(argv=None):
         report["b_race_step_times"] = race_step_times(args.optimizers.split(","),
                                                       rounds=args.step_rounds)
     elif "b" in parts:
+        earlier_runs, step_times = earlier_race(args.runs_from)
         grids = {}
         for item in args.grid:
             name, rates = item.split("=")
@@ -749,8 +741,7 @@ def main(argv=None):
             target=TARGET_LOSS if args.target is None else args.target, on_run=keep_runs,
             tune_seeds=(None if args.tune_seeds is None
                         else tuple(int(s) for s in args.tune_seeds.split(","))),
-            step_rounds=args.step_rounds, earlier_runs=earlier_race_runs(args.runs_from),
-            step_times=earlier_step_times(args.runs_from))
+            step_rounds=args.step_rounds, earlier_runs=earlier_runs, step_times=step_times)
         print_race(result)
         plot_race(result, args.out.with_suffix(".png"))
         print(f"plot: {args.out.with_suffix('.png')}")

@@ -107,7 +107,7 @@ def test_race_reuses_earlier_runs_and_trains_only_the_missing_ones(monkeypatch, 
     trained.clear()
     resumed = lm.optimizer_race(optimizers=["adamw"], grids=grids, seeds=(0, 1, 2),
                                 tune_seeds=(0,), steps=100, eval_every=10, step_rounds=0,
-                                log=quiet, earlier_runs=lm.earlier_race_runs([out]))
+                                log=quiet, earlier_runs=lm.earlier_race([out])[0])
     assert trained == [("adamw", 2e-3, 2)]
     assert resumed["table"] == stopped["table"]
     (row,) = resumed["table"]
@@ -118,7 +118,7 @@ def test_race_reuses_earlier_runs_and_trains_only_the_missing_ones(monkeypatch, 
     timed = lm.optimizer_race(optimizers=["adamw"], grids=grids, seeds=(0, 1, 2),
                               tune_seeds=(0,), steps=100, eval_every=10, step_rounds=0,
                               log=quiet, earlier_runs=stopped["runs"],
-                              step_times=lm.earlier_step_times([out]))
+                              step_times=lm.earlier_race([out])[1])
     assert timed["table"][0]["seconds_to_target"] == pytest.approx(4.0 + 90 * 0.05)
     plot = tmp_path / "race.png"
     lm.plot_race(resumed, plot)
@@ -126,8 +126,8 @@ def test_race_reuses_earlier_runs_and_trains_only_the_missing_ones(monkeypatch, 
     # Runs of a different length are not reused.
     trained.clear()
     lm.optimizer_race(optimizers=["adamw"], grids=grids, seeds=(0,), steps=200, eval_every=10,
-                      step_rounds=0, log=quiet, earlier_runs=lm.earlier_race_runs([out]))
-    assert len(trained) == 2
+                      step_rounds=0, log=quiet, earlier_runs=stopped["runs"])
+    assert trained == [("adamw", 1e-3, 0), ("adamw", 2e-3, 0)]
 
 
 def test_race_model_keeps_its_weights_under_schedule_free_adamw():
