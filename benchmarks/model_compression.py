@@ -32,10 +32,20 @@ from recipes.digits_compress import RECIPE  # noqa: E402
 from workbench import deploy  # noqa: E402
 from workbench.compression import (  # noqa: E402
     FineTuning, cluster, distill, prune, quantize_aware)
+import workbench.supervised  # noqa: E402,F401  (registers the family)
 from workbench.context import RunContext, RunDir  # noqa: E402
+from workbench.tasks import task_of  # noqa: E402
 from workbench.data import load_digits  # noqa: E402
 from workbench.recipe import apply_overrides  # noqa: E402
 from workbench.builders import build_student  # noqa: E402
+from workbench.supervised import compile_args  # noqa: E402
+
+
+def family_loss(recipe):
+    """The supervised family's loss for the recipe's task (what the compression stages hand
+    the fine-tuning)."""
+    return compile_args(recipe)["loss"]
+
 from workbench.stages.train import train  # noqa: E402
 
 TARGET_RATIO = 10.0
@@ -53,7 +63,7 @@ def prune_with(recipe, model, data):
     return prune(model, data.x_train, data.y_train, target_sparsity=settings.target_sparsity,
                  schedule=settings.schedule, structure=settings.structure, layers=settings.layers,
                  epochs=settings.epochs, frequency=settings.frequency,
-                 fine_tuning=FineTuning.from_recipe(recipe, settings.learning_rate_factor)).model
+                 fine_tuning=FineTuning.from_recipe(recipe, family_loss(recipe), settings.learning_rate_factor)).model
 
 
 def cluster_with(recipe, model, data):
@@ -62,7 +72,7 @@ def cluster_with(recipe, model, data):
     return cluster(model, data.x_train, data.y_train, clusters=settings.clusters,
                    init=settings.init, layers=settings.layers,
                    preserve_sparsity=settings.preserve_sparsity, epochs=settings.epochs,
-                   fine_tuning=FineTuning.from_recipe(recipe, settings.learning_rate_factor)).model
+                   fine_tuning=FineTuning.from_recipe(recipe, family_loss(recipe), settings.learning_rate_factor)).model
 
 
 def pqat_with(recipe, model, data, path):
@@ -70,7 +80,7 @@ def pqat_with(recipe, model, data, path):
     keras.utils.set_random_seed(recipe.seed)
     quantize_aware(model, data.x_train, data.y_train, path, preserve_sparsity=True,
                    epochs=settings.epochs,
-                   fine_tuning=FineTuning.from_recipe(recipe, settings.learning_rate_factor))
+                   fine_tuning=FineTuning.from_recipe(recipe, family_loss(recipe), settings.learning_rate_factor))
     return path
 
 
@@ -80,7 +90,7 @@ def distill_with(recipe, teacher, data):
     settings = recipe.distill
     distill(teacher, student, data.x_train, data.y_train, alpha=settings.alpha,
             temperature=settings.temperature, epochs=settings.epochs,
-            fine_tuning=FineTuning.from_recipe(recipe), metrics=recipe.metrics,
+            fine_tuning=FineTuning.from_recipe(recipe, family_loss(recipe)), metrics=recipe.metrics,
             validation_data=(data.x_val, data.y_val))
     return student
 
@@ -110,7 +120,7 @@ def main():
         return result
 
     ctx = RunContext(recipe=recipe, run_dir=RunDir(tmp), verbose=0, data=data,
-                     strategy=tf.distribute.get_strategy())
+                     strategy=tf.distribute.get_strategy(), task=task_of(data))
     model = timed("train", lambda: train(ctx).model)
     pruned = timed("prune 80%", lambda: prune_with(recipe, model, data))
     clustered = timed("cluster 16", lambda: cluster_with(recipe, model, data))

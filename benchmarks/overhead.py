@@ -41,11 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recipes.digits import RECIPE  # noqa: E402
 from workbench.components import build_before_fit  # noqa: E402
 from workbench.context import RunContext, RunDir  # noqa: E402
+from workbench.tasks import task_of  # noqa: E402
 from workbench.data.arrays import load_digits  # noqa: E402
 from workbench.recipe import apply_overrides  # noqa: E402
 from workbench.builders import build_model  # noqa: E402
 from workbench.training import fit  # noqa: E402
-from workbench.tasks import compile_args  # noqa: E402
+from workbench.supervised import compile_args  # noqa: E402
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -107,7 +108,7 @@ def workbench_fit(recipe, data):
     keras.utils.set_random_seed(recipe.seed)
     with tempfile.TemporaryDirectory() as tmp:
         ctx = RunContext(recipe=recipe, run_dir=RunDir(tmp), verbose=0, data=data,
-                         strategy=tf.distribute.get_strategy())
+                         strategy=tf.distribute.get_strategy(), task=task_of(data))
         clock = EpochClock()
         start = time.perf_counter()
         fit(ctx, extra_callbacks=[clock], backup=True)

@@ -13,7 +13,7 @@ full|frozen_embeddings`).
 
 from workbench.hub.model import build_preset_model
 from workbench.recipe import Recipe
-from workbench.lm.settings import GenerateSettings, LanguageModelSettings
+from workbench.settings.lm import GenerateSettings, LanguageModelSettings
 from workbench.settings import ExportSettings
 
 RECIPE = Recipe(

@@ -13,7 +13,7 @@ steps of 12 windows, AdamW at 1e-3 (beta_2 0.99, weight decay 0.1), 100 warm-up 
 """
 
 from workbench.lm.model import build_gpt
-from workbench.lm.settings import LanguageModelSettings
+from workbench.settings.lm import LanguageModelSettings
 from workbench.recipe import Recipe
 from workbench.settings import ExportSettings
 

@@ -10,7 +10,7 @@ weights where Keras can load them.
 import keras
 
 from workbench.recipe import Recipe
-from workbench.tasks import output_layer
+from workbench.supervised import output_layer
 
 BACKBONES = {
     "mobilenet": (keras.applications.MobileNet, 32),

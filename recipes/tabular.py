@@ -10,7 +10,7 @@ Default data: `sklearn:breast_cancer` (binary). `--set data=sklearn:diabetes` gi
 import keras
 
 from workbench.recipe import Recipe
-from workbench.tasks import output_layer
+from workbench.supervised import output_layer
 
 
 def build_model(hp, data_info):

@@ -10,7 +10,7 @@ import keras
 import keras_hub
 
 from workbench.recipe import Recipe
-from workbench.tasks import output_layer
+from workbench.supervised import output_layer
 
 
 def build_model(hp, data_info):

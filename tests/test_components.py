@@ -8,6 +8,7 @@ from recipes.digits import RECIPE as DIGITS
 from workbench import components
 from workbench.errors import WorkbenchError
 from workbench.recipe import apply_overrides
+from workbench.training import check_names, learning_rate_for
 
 
 def test_keras_optimizers_resolve_by_their_usual_names():
@@ -35,7 +36,7 @@ def test_base_class_keywords_are_accepted():
 
 def test_schedule_fills_learning_rate_and_total_steps():
     recipe = apply_overrides(DIGITS, ["schedule=cosine", "epochs=4", "learning_rate=0.1"])
-    schedule = components.learning_rate_for(recipe, steps_per_epoch=10)
+    schedule = learning_rate_for(recipe, recipe.epochs * 10)
     assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
     assert float(schedule(0)) == pytest.approx(0.1)
     assert float(schedule(40)) == pytest.approx(0.0, abs=1e-7)
@@ -43,11 +44,11 @@ def test_schedule_fills_learning_rate_and_total_steps():
 
 
 def test_check_names_catches_bad_optimizer_settings_before_any_work():
-    components.check_names(DIGITS, 10)
+    check_names(DIGITS, 10)
     with pytest.raises(WorkbenchError, match="unknown optimizer"):
-        components.check_names(apply_overrides(DIGITS, ["optimizer=adan"]), 10)
+        check_names(apply_overrides(DIGITS, ["optimizer=adan"]), 10)
     with pytest.raises(WorkbenchError, match="takes no argument"):
-        components.check_names(apply_overrides(DIGITS, ["optimizer_config.momentun=0.9",
+        check_names(apply_overrides(DIGITS, ["optimizer_config.momentun=0.9",
                                                         "optimizer=sgd"]), 10)
 
 
@@ -61,7 +62,7 @@ def test_callbacks_resolve_workbench_first_then_keras():
 def test_workbench_schedules_by_name_get_peak_rate_and_length_from_the_recipe():
     recipe = apply_overrides(DIGITS, ["schedule=warmup_stable_decay", "epochs=10",
                                       "learning_rate=0.01", "schedule_config.warmup_steps=10"])
-    schedule = components.learning_rate_for(recipe, steps_per_epoch=10)
+    schedule = learning_rate_for(recipe, recipe.epochs * 10)
     assert float(schedule(0)) == pytest.approx(0.0, abs=1e-9)  # warmup starts at its own default
     assert float(schedule(50)) == pytest.approx(0.01)
     assert float(schedule(100)) == pytest.approx(0.0, abs=1e-6)
@@ -71,7 +72,7 @@ def test_warmup_wrapper_builds_its_inner_schedule_over_the_remaining_steps():
     recipe = apply_overrides(DIGITS, ["schedule=warmup", "epochs=10", "learning_rate=0.1",
                                       "schedule_config.warmup_steps=20",
                                       "schedule_config.schedule=cosine_decay"])
-    schedule = components.learning_rate_for(recipe, steps_per_epoch=10)
+    schedule = learning_rate_for(recipe, recipe.epochs * 10)
     assert float(schedule(10)) == pytest.approx(0.05, rel=1e-5)
     assert float(schedule(20)) == pytest.approx(0.1, rel=1e-5)
     assert float(schedule(100)) == pytest.approx(0.0, abs=1e-7)  # ends with the training

@@ -16,6 +16,14 @@ from workbench.compression.pruning import kernel_sparsity, prune
 from workbench.compression.quantization import quantize_aware, quantize_post_training
 from workbench.compression.training import FineTuning, accuracy
 from workbench.errors import WorkbenchError
+from workbench.supervised import compile_args
+
+
+def family_loss(recipe):
+    """The supervised family's loss for the recipe's task (what the compression stages hand
+    the fine-tuning)."""
+    return compile_args(recipe)["loss"]
+
 
 # The environment before any compression ran in this process (pytest's per-test marker aside).
 ENVIRONMENT_BEFORE = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
@@ -94,7 +102,7 @@ def test_a_keras_3_optimizer_and_the_recipes_schedule_train_the_tf_keras_twin(tr
     recipe = Recipe(name="sgd", model=lambda hp: _model(), optimizer="sgd",
                     optimizer_config={"momentum": 0.9}, learning_rate=0.02,
                     schedule="cosine_decay", batch_size=32, epochs=50)
-    fine_tuning = FineTuning.from_recipe(recipe, learning_rate_factor=0.5)
+    fine_tuning = FineTuning.from_recipe(recipe, family_loss(recipe), learning_rate_factor=0.5)
     made = []
 
     def make_optimizer(epochs, steps_per_epoch):
@@ -236,6 +244,7 @@ def test_distilled_student_learns_from_the_teacher(trained):
 def test_distill_needs_a_student(trained):
     from workbench.recipe import Recipe
 
+    import workbench.supervised  # noqa: F401  (registers the family)
     from workbench.tasks import resolve_task
 
     recipe = Recipe(name="no_student", model=lambda hp: None, stages=("train", "distill"))
@@ -258,7 +267,9 @@ def test_stages_compose_in_a_run(tmp_path):
     """prune -> cluster -> quantize -> distill -> verify over one RunContext."""
     import tensorflow as tf
 
+    import workbench.supervised  # noqa: F401  (registers the family)
     from workbench.context import RunContext, RunDir
+    from workbench.tasks import task_of
     from workbench.data.arrays import from_arrays
     from workbench.recipe import apply_overrides, Recipe
     from workbench.stages import STAGES
@@ -281,7 +292,7 @@ def test_stages_compose_in_a_run(tmp_path):
                        name="synthetic", source="synthetic", seed=0, task="multiclass",
                        presplit=codes)
     ctx = RunContext(recipe=recipe, run_dir=RunDir(tmp_path), verbose=0, data=data,
-                     model=teacher, strategy=tf.distribute.get_strategy())
+                     model=teacher, strategy=tf.distribute.get_strategy(), task=task_of(data))
     for stage in ("prune", "cluster", "quantize", "distill", "verify"):
         ctx = STAGES[stage](ctx)
     assert list(ctx.exports) == ["pruned_int8", "clustered_int8", "ptq_dynamic", "student_int8"]

@@ -11,6 +11,14 @@ from conftest import run_cli
 from workbench import deploy
 from workbench.compression import FineTuning, kernel_sparsity, prune, quantize_aware
 from workbench.compression.training import accuracy
+from workbench.supervised import compile_args
+
+
+def family_loss(recipe):
+    """The supervised family's loss for the recipe's task (what the compression stages hand
+    the fine-tuning)."""
+    return compile_args(recipe)["loss"]
+
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +26,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory):
     from recipes.digits_compress import RECIPE
+    import workbench.supervised  # noqa: F401  (registers the family)
     from workbench.context import RunContext, RunDir
+    from workbench.tasks import task_of
     from workbench.data.arrays import load_digits
     from workbench.recipe import apply_overrides
     from workbench.stages.train import train
@@ -27,7 +37,7 @@ def digits_model(tmp_path_factory):
     keras.utils.set_random_seed(0)
     data = load_digits(seed=0)
     ctx = RunContext(recipe=recipe, run_dir=RunDir(tmp_path_factory.mktemp("train")), verbose=0,
-                     data=data, strategy=tf.distribute.get_strategy())
+                     data=data, strategy=tf.distribute.get_strategy(), task=task_of(data))
     return recipe, train(ctx).model, data
 
 
@@ -43,12 +53,12 @@ def test_digits_pruned_to_80_percent_keeps_accuracy_and_pqat_keeps_the_zeros(dig
     baseline = accuracy(model, x_test, y_test)
     keras.utils.set_random_seed(0)
     result = prune(model, x_train, y_train, target_sparsity=0.8, epochs=4,
-                   fine_tuning=FineTuning.from_recipe(recipe))
+                   fine_tuning=FineTuning.from_recipe(recipe, family_loss(recipe)))
     assert all(f == pytest.approx(0.8, abs=0.005) for f in kernel_sparsity(result.model).values())
     assert accuracy(result.model, x_test, y_test) >= baseline - 0.015
     path = tmp_path / "pqat.tflite"
     quantize_aware(result.model, x_train, y_train, path, preserve_sparsity=True,
-                   epochs=2, fine_tuning=FineTuning.from_recipe(recipe, 0.1))
+                   epochs=2, fine_tuning=FineTuning.from_recipe(recipe, family_loss(recipe), 0.1))
     stored = deploy.weight_sparsity(path)
     assert stored["weight_sparsity"] >= 0.795
     assert deploy.verify_tflite(path, x_test, y_test)["accuracy"] >= baseline - 0.015

@@ -109,7 +109,7 @@ def test_modes_choose_what_trains(presets):
     from workbench.hub.finetune import apply_mode, trainable_parameters, total_parameters
     from workbench.hub.model import wrap_causal_lm
     from workbench.hub.presets import check_preset, load_causal_lm
-    from workbench.hub.settings import FinetuneSettings
+    from workbench.settings.hub import FinetuneSettings
 
     info = check_preset(presets["gpt2"])
 

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from lm_helpers import CONTEXT, TEXT, trained_tiny_gpt
 
+import workbench.lm  # noqa: F401  (registers the family)
 from workbench.context import RunContext, RunDir
+from workbench.tasks import task_of
 from workbench.errors import WorkbenchError
-from workbench.lm.settings import GenerateSettings
+from workbench.settings.lm import GenerateSettings
 from workbench.lm.tokenizers import ByteTokens
 from workbench.settings import DistillSettings, ExportSettings, QuantizeSettings, VerifySettings
 from workbench.stages import STAGES
@@ -31,7 +33,7 @@ def make_ctx(tmp_path, model, quantize=None, distill=None):
         distill=DistillSettings(**(distill or {})))
     data = SimpleNamespace(corpus=corpus, info=SimpleNamespace(task="language_model"))
     return RunContext(recipe=recipe, run_dir=RunDir(tmp_path), verbose=0, data=data,
-                      model=model)
+                      model=model, task=task_of(data))
 
 
 @pytest.fixture(scope="module")

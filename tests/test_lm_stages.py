@@ -18,12 +18,14 @@ def _context(recipe, run_dir):
     import tensorflow as tf
 
     from workbench.context import RunContext, RunDir
+    from workbench.lm import LanguageModelTask
     from workbench.lm.pipeline import load_language_data
 
     keras.utils.set_random_seed(recipe.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     return RunContext(recipe=recipe, run_dir=RunDir(run_dir), verbose=0,
-                      data=load_language_data(recipe), strategy=tf.distribute.get_strategy())
+                      data=load_language_data(recipe), strategy=tf.distribute.get_strategy(),
+                      task=LanguageModelTask("language_model"))
 
 
 def test_train_evaluate_generate_fill_the_report(tmp_path):

@@ -37,9 +37,10 @@ def _imports(path, top_level_only=False):
 
 def test_the_registry_knows_every_family_and_suggests_on_a_typo():
     from workbench.errors import WorkbenchError
-    from workbench.hub.task import CausalLMTask
-    from workbench.lm.task import LanguageModelTask
-    from workbench.tasks import SupervisedTask, task_class, task_names
+    from workbench.hub import CausalLMTask
+    from workbench.lm import LanguageModelTask
+    from workbench.supervised import SupervisedTask
+    from workbench.tasks import task_class, task_names
 
     assert task_names() == ["binary", "causal_lm", "language_model", "multiclass", "multilabel",
                             "regression"]
@@ -59,6 +60,9 @@ def test_the_language_model_family_never_imports_the_stages():
 
 
 def test_no_stage_nor_the_run_nor_the_report_names_a_task_family():
+    import workbench.hub  # noqa: F401  (each family registers itself when imported)
+    import workbench.lm  # noqa: F401
+    import workbench.supervised  # noqa: F401
     from workbench.tasks import task_names
 
     names = task_names()
@@ -70,9 +74,12 @@ def test_no_stage_nor_the_run_nor_the_report_names_a_task_family():
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 offenders += [f"{path.name}: {name!r}" for name in names
                               if f"'{name}'" in repr(node.value) or node.value == name]
-    # The data sources ask the family's label reader (workbench.tasks.labels) what the labels
-    # mean; not even their comments name a task.
+    # The data sources ask the label reader (workbench.data.labels, which infers the task from
+    # the labels and so knows the names) what the labels mean; not even their comments name a
+    # task.
     for path in sorted((PACKAGE / "data").glob("*.py")):
+        if path.name == "labels.py":
+            continue
         text = path.read_text()
         offenders += [f"data/{path.name}: {name}" for name in names
                       if re.search(rf"\b{name}\b", text)]

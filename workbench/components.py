@@ -189,20 +189,6 @@ def build_optimizer(name, config, learning_rate):
     return OPTIMIZERS.build(name, config, {"learning_rate": learning_rate})
 
 
-def learning_rate_for(recipe, steps_per_epoch):
-    """The recipe's learning rate: a float, or a schedule over the whole training."""
-    if not recipe.schedule or recipe.schedule.lower() == "none":
-        return recipe.learning_rate
-    total_steps = max(1, recipe.epochs * steps_per_epoch)
-    return build_schedule(recipe.schedule, recipe.schedule_config, recipe.learning_rate,
-                          total_steps)
-
-
-def optimizer_for(recipe, steps_per_epoch):
-    return build_optimizer(recipe.optimizer, recipe.optimizer_config,
-                           learning_rate_for(recipe, steps_per_epoch))
-
-
 def load_model(path):
     """`keras.models.load_model` in safe mode, with every workbench class registered first (a
     saved model may hold a workbench optimizer, schedule, regularizer or callback state)."""
@@ -242,11 +228,3 @@ def apply_regularizer(model, name, config):
         layer.kernel_regularizer = regularizer
         changed.append(layer.name)
     return changed
-
-
-def check_names(recipe, steps_per_epoch):
-    """Validate every component name and argument in a recipe before any work starts."""
-    # Building is cheap (no variables until the first step) and checks every argument name too.
-    optimizer_for(recipe, steps_per_epoch)
-    if recipe.regularizer:
-        REGULARIZERS.build(recipe.regularizer, recipe.regularizer_config)

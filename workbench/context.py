@@ -97,17 +97,11 @@ class RunContext:
     previous_report: dict = field(default_factory=dict)
     # Set by a stage that ends this process's part of the run (e.g. a distributed-search worker).
     stop_after_stage: Optional[str] = None
-    # The task family (workbench.tasks.Task) the run resolved; stages call it to compute.
+    # The task family (workbench.tasks.Task) the run resolved; stages call it to compute. A
+    # context built by hand names it too (`workbench.tasks.task_of(data)`).
     task: Any = None
     # Stage name -> a markdown section of report.md that a stage writes itself.
     sections: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.task is None and self.data is not None:
-            # Built by hand (tests, notebooks): the family of the data's task.
-            from workbench.tasks import task_class
-
-            self.task = task_class(self.data.info.task)(self.data.info.task)
 
     def say(self, *parts):
         if self.verbose:

@@ -32,3 +32,19 @@ def quiet_native_output(enabled=None):
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def configure_environment(debug=False):
+    """Process set-up for every workbench process (the CLI, the federation's apps): TensorFlow's
+    C++ and Python logs muted unless `debug`, and TensorFlow and Keras imported with file
+    descriptor 2 muted, so their start-up notices stay out of the output."""
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with quiet_native_output(not debug):
+        import tensorflow as tf  # noqa: F401
+        import keras  # noqa: F401
+    if not debug:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+        tf.get_logger().setLevel("ERROR")

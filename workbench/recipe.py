@@ -29,10 +29,10 @@ from workbench.settings import (
     PRUNE_STRUCTURES, QUANTIZE_MODES, CLUSTER_INITS, EarlyStoppingSettings, PlateauSettings,
     ExportSettings, VerifySettings, LRFindSettings, BatchGrowthSettings, SearchSettings,
     PruneSettings, QuantizeSettings, ClusterSettings, DistillSettings)
-from workbench.lm.settings import (
+from workbench.settings.lm import (
     LM_QUANTIZE_MODES, SAMPLERS, TOKENIZERS, GenerateSettings, LanguageModelSettings)
-from workbench.federated.settings import FederatedSettings
-from workbench.hub.settings import FINETUNE_MODES, QLORA_BASES, FinetuneSettings
+from workbench.settings.federated import FederatedSettings
+from workbench.settings.hub import FINETUNE_MODES, QLORA_BASES, FinetuneSettings
 
 @dataclass
 class Recipe:
@@ -69,12 +69,12 @@ class Recipe:
             seed gives the same result.
         stages: the pipeline, in order.
         lm: the language_model task's corpus, tokenizer, context and step-based training
-            (workbench.lm.settings.LanguageModelSettings).
+            (workbench.settings.lm.LanguageModelSettings).
         generate: the `generate` stage's prompts and sampler (GenerateSettings).
         finetune: how the causal_lm task fine-tunes a pretrained preset (mode, LoRA rank,
-            alpha, targets, QLoRA base; workbench.hub.settings.FinetuneSettings).
+            alpha, targets, QLoRA base; workbench.settings.hub.FinetuneSettings).
         federated: how the `federated` stage trains across clients on Flower (clients, rounds,
-            partition, strategy, privacy; workbench.federated.settings.FederatedSettings).
+            partition, strategy, privacy; workbench.settings.federated.FederatedSettings).
         remat: rematerialize each Transformer block in the backward pass (`keras.remat` on
             every block; language models; workbench.lm.remat).
         fast: overrides applied by `--fast` for a seconds-long smoke run.

@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import tempfile
 import sys
 import time
@@ -19,7 +18,7 @@ import traceback
 from pathlib import Path
 
 from workbench.errors import WorkbenchError, suggest
-from workbench.quiet import quiet_native_output
+from workbench.quiet import configure_environment
 
 DEFAULT_OUTPUT_ROOT = Path("saved_models")
 
@@ -58,19 +57,6 @@ def build_parser():
     parser.add_argument("--debug", action="store_true",
                         help="show TensorFlow's logs and full tracebacks")
     return parser
-
-
-def configure_environment(debug):
-    if not debug:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with quiet_native_output(not debug):
-        import tensorflow as tf  # noqa: F401
-        import keras  # noqa: F401
-    if not debug:
-        import absl.logging
-
-        absl.logging.set_verbosity(absl.logging.ERROR)
-        tf.get_logger().setLevel("ERROR")
 
 
 def list_recipes():
@@ -123,7 +109,12 @@ def make_context(recipe, args):
 
     from workbench import components, distribute
     from workbench.context import RunContext, RunDir
+    from workbench.training import check_names
     from workbench.stages import check_stage_order
+    # Importing a family registers it; the registry then finds it by task name.
+    import workbench.hub  # noqa: F401
+    import workbench.lm  # noqa: F401
+    import workbench.supervised  # noqa: F401
     from workbench.tasks import resolve_task
 
     task_given = recipe.task is not None
@@ -140,8 +131,7 @@ def make_context(recipe, args):
     tf.config.experimental.enable_op_determinism()
     data = task.load_data(recipe)
     recipe = dataclasses.replace(recipe, task=task.name)
-    components.check_names(recipe, max(1, math.ceil(data.info.sizes.get("train", 1)
-                                                    / recipe.batch_size)))
+    check_names(recipe, max(1, math.ceil(data.info.sizes.get("train", 1) / recipe.batch_size)))
     task.preflight(recipe, data, recipe.stages, has_model=args.model is not None)
     model = None
     if args.model is not None:

@@ -5,7 +5,6 @@ TensorBoard, the learning-rate log, `BackupAndRestore` for `--resume`, a growing
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 
 import keras
@@ -17,6 +16,41 @@ from workbench.callbacks import BatchSizeSchedule
 from workbench.components import build_before_fit
 from workbench.context import keras_verbosity
 from workbench.distribute import scaled_learning_rate
+
+
+def learning_rate_for(recipe, total_steps, replicas=1, learning_rate_factor=1.0,
+                      default_schedule=None):
+    """The recipe's learning rate over a training of `total_steps` optimizer steps: its peak
+    (`recipe.learning_rate` times `learning_rate_factor`, scaled once for `replicas` by
+    `recipe.scale_lr`), as the recipe's schedule by name, as `default_schedule(peak, total_steps)`
+    when the recipe names none and the caller has a default, or constant."""
+    peak = scaled_learning_rate(recipe.learning_rate * learning_rate_factor, replicas,
+                                recipe.scale_lr)
+    if recipe.schedule and recipe.schedule.lower() != "none":
+        return components.build_schedule(recipe.schedule, recipe.schedule_config, peak,
+                                         max(1, total_steps))
+    if default_schedule is not None:
+        return default_schedule(peak, max(1, total_steps))
+    return peak
+
+
+def optimizer_for(recipe, total_steps, replicas=1, learning_rate_factor=1.0,
+                  default_schedule=None, config=None):
+    """The one place a recipe's optimizer settings become an optimizer: `recipe.optimizer` by
+    name with `recipe.optimizer_config` (updated by `config`), on `learning_rate_for`'s rate.
+    Every path that trains (epochs, steps, fine-tuning after compression, search trials, the
+    federation's clients) builds its optimizer here."""
+    return components.build_optimizer(
+        recipe.optimizer, {**recipe.optimizer_config, **(config or {})},
+        learning_rate_for(recipe, total_steps, replicas, learning_rate_factor, default_schedule))
+
+
+def check_names(recipe, steps_per_epoch):
+    """Validate every component name and argument in a recipe before any work starts."""
+    # Building is cheap (no variables until the first step) and checks every argument name too.
+    optimizer_for(recipe, recipe.epochs * steps_per_epoch)
+    if recipe.regularizer:
+        components.REGULARIZERS.build(recipe.regularizer, recipe.regularizer_config)
 
 
 class LearningRateLog(keras.callbacks.Callback):
@@ -101,14 +135,11 @@ def compile_model(ctx, recipe, steps_per_epoch):
     metrics. `recipe.batch_size` is per replica; the learning rate follows the replica count by
     `recipe.scale_lr` (distribute.py)."""
     replicas = ctx.strategy.num_replicas_in_sync
-    if replicas > 1:
-        recipe = dataclasses.replace(recipe, learning_rate=scaled_learning_rate(
-            recipe.learning_rate, replicas, recipe.scale_lr))
     with ctx.strategy.scope():
         model = build_model(recipe, hyperparameters(ctx), ctx.data.info)
         if recipe.regularizer:
             components.apply_regularizer(model, recipe.regularizer, recipe.regularizer_config)
-        model.compile(optimizer=components.optimizer_for(recipe, steps_per_epoch),
+        model.compile(optimizer=optimizer_for(recipe, recipe.epochs * steps_per_epoch, replicas),
                       jit_compile=recipe.jit_compile, **ctx.task.compile_args(recipe))
     return model
 

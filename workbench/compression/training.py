@@ -20,7 +20,6 @@ with legacy_keras_environment() as tfmot:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
@@ -54,20 +53,17 @@ class FineTuning:
     seed: int = 0
 
     @classmethod
-    def from_recipe(cls, recipe, learning_rate_factor: float = 1.0):
-        """The recipe's loss, batch size, seed, optimizer and schedule (by name), with the
-        learning rate scaled by `learning_rate_factor` and the schedule spanning the fine-tuning."""
-        from workbench import components
+    def from_recipe(cls, recipe, loss, learning_rate_factor: float = 1.0):
+        """`loss` (the family's, for the recipe's task) with the recipe's batch size, seed,
+        optimizer and schedule (by name), the learning rate scaled by `learning_rate_factor` and
+        the schedule spanning the fine-tuning."""
+        from workbench.training import optimizer_for
 
         def make_optimizer(epochs, steps_per_epoch):
-            scaled = dataclasses.replace(
-                recipe, epochs=epochs, learning_rate=recipe.learning_rate * learning_rate_factor)
-            return components.optimizer_for(scaled, steps_per_epoch)
+            return optimizer_for(recipe, epochs * steps_per_epoch,
+                                 learning_rate_factor=learning_rate_factor)
 
-        from workbench.tasks import loss_for
-
-        return cls(loss=loss_for(recipe.task or "multiclass", recipe.loss),
-                   batch_size=recipe.batch_size, make_optimizer=make_optimizer,
+        return cls(loss=loss, batch_size=recipe.batch_size, make_optimizer=make_optimizer,
                    seed=recipe.seed)
 
 

@@ -75,10 +75,10 @@ class LabelStats:
 
 def label_reader(task, where="the data"):
     """What reads the labels for `task` (a name, `None` to let the labels say, or a reader
-    already): the supervised family's `workbench.tasks.labels.Labels`, which knows the tasks."""
+    already): the supervised family's `workbench.data.labels.Labels`, which knows the tasks."""
     if hasattr(task, "resolve"):
         return task
-    from workbench.tasks.labels import Labels
+    from workbench.data.labels import Labels
 
     return Labels(task, where)
 

@@ -56,7 +56,7 @@ def build_own_preset(directory, steps=None, say=print, seed=0):
     from workbench.hub.presets import PresetTokens, with_preprocessor
     from workbench.hub.vocabulary import train_vocabulary
     from workbench.lm.corpus import load_corpus
-    from workbench.lm.settings import LanguageModelSettings
+    from workbench.settings.lm import LanguageModelSettings
     from workbench.lm.training import compile_language_model, train_language_model
     from workbench.recipe import Recipe
 
@@ -120,7 +120,7 @@ def main(argv=None):
                         help=f"where to write the preset (default {own_preset_dir()})")
     parser.add_argument("--steps", type=int, default=PRETRAIN["steps"])
     args = parser.parse_args(argv)
-    from workbench.run import configure_environment
+    from workbench.quiet import configure_environment
 
     configure_environment(debug=False)
     build_own_preset(args.directory or own_preset_dir(), steps=args.steps,

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from workbench.errors import WorkbenchError
 from workbench.lm.task import LanguageModelTask
-from workbench.tasks.base import register_task
 
 from workbench.hub import model as _model  # noqa: F401  (registers FullPaddingMask)
 
 
-@register_task
 class CausalLMTask(LanguageModelTask):
     NAMES = ("causal_lm",)
     STAGES = frozenset({"train", "evaluate", "generate", "export", "verify", "quantize"})
@@ -49,7 +47,7 @@ class CausalLMTask(LanguageModelTask):
     def check_settings(self, recipe):
         super().check_settings(recipe)
         from workbench.hub.presets import check_context
-        from workbench.lm.settings import LanguageModelSettings
+        from workbench.settings.lm import LanguageModelSettings
 
         defaults = LanguageModelSettings()
         for key in ("tokenizer", "bpe_vocabulary_size"):

@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.lm.settings import LM_QUANTIZE_MODES
+from workbench.settings.lm import LM_QUANTIZE_MODES
 
 QUANTIZE_MODES = LM_QUANTIZE_MODES
 DEFAULT_PROMPTS = ("def main(", "import os\n", "class Base:\n    def __init__(self")

@@ -17,7 +17,7 @@ from keras import ops
 
 from workbench.errors import WorkbenchError, suggest
 from workbench.lm.model import model_context
-from workbench.lm.settings import SAMPLERS
+from workbench.settings.lm import SAMPLERS
 
 
 def make_sampler(name="greedy", k=10, p=0.9, temperature=1.0, seed=0):

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from workbench.errors import WorkbenchError, suggest
 from workbench.lm import model as _model  # noqa: F401  (registers GPT and DecoderBlock)
-from workbench.tasks.base import Task, register_task
+from workbench.tasks.base import Task
 
 
-@register_task
 class LanguageModelTask(Task):
     NAMES = ("language_model",)
     STAGES = frozenset({"search", "train", "evaluate", "generate", "export", "verify",

@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from workbench.errors import WorkbenchError, suggest
-from workbench.lm.settings import TOKENIZERS
+from workbench.settings.lm import TOKENIZERS
 
 # Enough text to learn frequent merges; the whole corpus is then encoded with them.
 BPE_SAMPLE_BYTES = 2_000_000

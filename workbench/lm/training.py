@@ -32,6 +32,7 @@ import keras
 from workbench.components import build_before_fit
 from workbench.errors import WorkbenchError
 from workbench.lm.corpus import random_batches, window_starts, windows_dataset
+from workbench.training import learning_rate_for, optimizer_for
 
 # The training state's backup (Keras' BackupAndRestore, under the run directory) and the curves
 # measured up to it.
@@ -39,24 +40,27 @@ BACKUP_DIR = "backup"
 STATE_FILE = "lm_state.json"
 
 
+def _nanogpt_schedule(recipe, settings):
+    """nanoGPT's warm-up + cosine to `settings.min_learning_rate`, in micro-steps."""
+    micro = settings.accumulation
+    floor = min(settings.min_learning_rate / recipe.learning_rate, 1.0)
+    decay_steps = max(1, (settings.steps - settings.warmup_steps) * micro)
+
+    def schedule(peak, total_steps):
+        if settings.warmup_steps:
+            return keras.optimizers.schedules.CosineDecay(
+                0.0, decay_steps, alpha=floor, warmup_target=peak,
+                warmup_steps=settings.warmup_steps * micro)
+        return keras.optimizers.schedules.CosineDecay(peak, decay_steps, alpha=floor)
+
+    return schedule
+
+
 def learning_rate_schedule(recipe, settings, replicas=1):
     """The recipe's schedule over `settings.steps` steps (in micro-steps: Keras counts every
     micro-batch), or nanoGPT's warm-up + cosine when the recipe names none."""
-    from workbench import components
-    from workbench.distribute import scaled_learning_rate
-
-    peak = scaled_learning_rate(recipe.learning_rate, replicas, recipe.scale_lr)
-    micro = settings.accumulation
-    if recipe.schedule and recipe.schedule.lower() != "none":
-        return components.build_schedule(recipe.schedule, recipe.schedule_config, peak,
-                                         settings.steps * micro)
-    floor = min(settings.min_learning_rate / recipe.learning_rate, 1.0)
-    decay_steps = max(1, (settings.steps - settings.warmup_steps) * micro)
-    if settings.warmup_steps:
-        return keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps, alpha=floor, warmup_target=peak,
-            warmup_steps=settings.warmup_steps * micro)
-    return keras.optimizers.schedules.CosineDecay(peak, decay_steps, alpha=floor)
+    return learning_rate_for(recipe, settings.steps * settings.accumulation, replicas,
+                             default_schedule=_nanogpt_schedule(recipe, settings))
 
 
 def learning_rates(schedule, steps, accumulation=1):
@@ -73,13 +77,10 @@ def learning_rates(schedule, steps, accumulation=1):
 
 def make_optimizer(recipe, settings, model, replicas=1):
     """The recipe's optimizer with the LM schedule; weight decay only on rank >= 2 weights."""
-    from workbench import components
-
-    config = dict(recipe.optimizer_config)
-    if settings.accumulation > 1:
-        config["gradient_accumulation_steps"] = settings.accumulation
-    optimizer = components.build_optimizer(
-        recipe.optimizer, config, learning_rate_schedule(recipe, settings, replicas))
+    config = ({"gradient_accumulation_steps": settings.accumulation}
+              if settings.accumulation > 1 else None)
+    optimizer = optimizer_for(recipe, settings.steps * settings.accumulation, replicas,
+                              default_schedule=_nanogpt_schedule(recipe, settings), config=config)
     if getattr(optimizer, "weight_decay", None) and hasattr(optimizer,
                                                             "exclude_from_weight_decay"):
         optimizer.exclude_from_weight_decay(

@@ -61,6 +61,7 @@ def hypermodel(ctx, task):
 
     from workbench import components
     from workbench.builders import build_model
+    from workbench.training import optimizer_for
 
     data = ctx.data
 
@@ -72,7 +73,7 @@ def hypermodel(ctx, task):
             if recipe.regularizer:
                 components.apply_regularizer(model, recipe.regularizer,
                                              recipe.regularizer_config)
-            model.compile(optimizer=components.optimizer_for(recipe, steps),
+            model.compile(optimizer=optimizer_for(recipe, recipe.epochs * steps),
                           jit_compile=recipe.jit_compile, **task.compile_args(recipe))
             return model
 
@@ -136,7 +137,6 @@ def verify(ctx, task_name):
 
 def prune(ctx):
     from workbench.compression.pruning import prune as prune_model
-    from workbench.compression.training import FineTuning
 
     model = ctx.require_model("prune")
     data = ctx.require_data("prune")
@@ -146,7 +146,7 @@ def prune(ctx):
         initial_sparsity=settings.initial_sparsity, schedule=settings.schedule,
         structure=settings.structure, layers=settings.layers, epochs=settings.epochs,
         frequency=settings.frequency,
-        fine_tuning=FineTuning.from_recipe(ctx.recipe, settings.learning_rate_factor))
+        fine_tuning=_fine_tuning(ctx, settings.learning_rate_factor))
     for name, fraction in result.layer_sparsity.items():
         ctx.say(f"  {name}: {fraction:.1%} zeros")
     return {**_adopt_and_export(ctx, result, "pruned", "dense"),
@@ -161,7 +161,6 @@ def quantize(ctx):
     from workbench.compression.quantization import (
         POST_TRAINING_FORMATS, quantize_aware, quantize_post_training)
     from workbench.compression.stage_outputs import add_export, representative_inputs
-    from workbench.compression.training import FineTuning
 
     model = ctx.require_model("quantize")
     data = ctx.require_data("quantize")
@@ -179,7 +178,7 @@ def quantize(ctx):
             result = quantize_aware(
                 model, data, None, temp, preserve_sparsity=mode == "pqat",
                 epochs=settings.epochs,
-                fine_tuning=FineTuning.from_recipe(ctx.recipe, settings.learning_rate_factor))
+                fine_tuning=_fine_tuning(ctx, settings.learning_rate_factor))
         results["fine_tuning_losses"] = result.losses
     add_export(ctx, variant, ctx.run_dir / f"model_{variant}.tflite")
     results["export"] = variant
@@ -188,7 +187,6 @@ def quantize(ctx):
 
 def cluster(ctx):
     from workbench.compression.clustering import cluster as cluster_model
-    from workbench.compression.training import FineTuning
 
     model = ctx.require_model("cluster")
     data = ctx.require_data("cluster")
@@ -197,7 +195,7 @@ def cluster(ctx):
         model, data, None, clusters=settings.clusters, init=settings.init,
         layers=settings.layers, preserve_sparsity=settings.preserve_sparsity,
         epochs=settings.epochs,
-        fine_tuning=FineTuning.from_recipe(ctx.recipe, settings.learning_rate_factor))
+        fine_tuning=_fine_tuning(ctx, settings.learning_rate_factor))
     for name, count in result.unique_values.items():
         ctx.say(f"  {name}: {count} distinct weight values")
     return {**_adopt_and_export(ctx, result, "clustered", "unclustered"),
@@ -222,7 +220,6 @@ def distill(ctx, task):
     from workbench.builders import build_student
     from workbench.compression.distillation import distill as distill_model
     from workbench.compression.stage_outputs import adopt_model, export_variants, test_metrics
-    from workbench.compression.training import FineTuning
 
     teacher = ctx.require_model("distill")
     data = ctx.require_data("distill")
@@ -234,7 +231,7 @@ def distill(ctx, task):
         alpha=task.DISTILL_ALPHA if settings.alpha is None else settings.alpha,
         temperature=(task.DISTILL_TEMPERATURE if settings.temperature is None
                      else settings.temperature),
-        epochs=settings.epochs, fine_tuning=FineTuning.from_recipe(recipe),
+        epochs=settings.epochs, fine_tuning=_fine_tuning(ctx),
         metrics=task.compile_args(recipe)["metrics"])
     teacher_metrics = test_metrics(ctx, teacher)
     metrics = adopt_model(ctx, result.model, "student")
@@ -248,3 +245,12 @@ def distill(ctx, task):
             "teacher_test_accuracy": teacher_metrics.get("test_accuracy"),
             "teacher_test_metrics": teacher_metrics, "history": result.history,
             "exports": variants}
+
+
+def _fine_tuning(ctx, learning_rate_factor=1.0):
+    """How a compressed model is fine-tuned: the family's loss for the recipe's task, with the
+    recipe's optimizer, schedule, batch size and seed."""
+    from workbench.compression.training import FineTuning
+
+    return FineTuning.from_recipe(ctx.recipe, ctx.task.compile_args(ctx.recipe)["loss"],
+                                  learning_rate_factor)

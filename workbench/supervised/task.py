@@ -3,7 +3,7 @@
 The task decides the loss, the metrics, the early-stopping and plateau monitor, the search
 objective, the activation of the model's last layer, and what `verify` measures on every exported
 `.tflite` file. A recipe names its task (`--set task=regression`) or lets the labels say
-(`workbench.tasks.labels`, over `workbench.data.checks.LabelStats`). `SupervisedTask` is the family's `Task`: it trains by epochs
+(`workbench.data.labels`, over `workbench.data.checks.LabelStats`). `SupervisedTask` is the family's `Task`: it trains by epochs
 with `model.fit` (workbench.training) and offers every stage but `generate`.
 
 | task           | labels                       | output               | loss                            |
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError, suggest
 from workbench.settings import KNOWN_EXPORT_FORMATS
-from workbench.tasks.base import Task, register_task
+from workbench.tasks.base import Task
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,6 @@ def check_recipe_names(recipe):
                                  f"{suggest(settings.monitor, valid)}")
 
 
-@register_task
 class SupervisedTask(Task):
     """Labelled examples, trained by epochs with `model.fit`; every stage but `generate`."""
 
@@ -194,7 +193,7 @@ class SupervisedTask(Task):
     def load_data(self, recipe):
         from workbench.data import load_data
 
-        from workbench.tasks.labels import Labels
+        from workbench.data.labels import Labels
 
         labels = Labels(recipe.task, f"data '{recipe.data}'")
         options = recipe.data_options
@@ -266,7 +265,7 @@ class SupervisedTask(Task):
         return compile_args(recipe)
 
     def fit(self, ctx):
-        from workbench.tasks.supervised_steps import fit
+        from workbench.supervised.steps import fit
 
         return fit(ctx)
 
@@ -281,14 +280,14 @@ class SupervisedTask(Task):
         return {f"test_{name}": float(value) for name, value in values.items()}
 
     def lr_find(self, ctx):
-        from workbench.tasks.supervised_steps import lr_find
+        from workbench.supervised.steps import lr_find
 
         return lr_find(ctx)
 
     # ---- search --------------------------------------------------------------------------
 
     def hypermodel(self, ctx):
-        from workbench.tasks.supervised_steps import hypermodel
+        from workbench.supervised.steps import hypermodel
 
         return hypermodel(ctx, self)
 
@@ -301,32 +300,32 @@ class SupervisedTask(Task):
         return export_formats(recipe, self.EXPORT_FORMATS)
 
     def export(self, ctx, model):
-        from workbench.tasks.supervised_steps import export
+        from workbench.supervised.steps import export
 
         return export(ctx, model, self.export_formats(ctx.recipe))
 
     def verify(self, ctx):
-        from workbench.tasks.supervised_steps import verify
+        from workbench.supervised.steps import verify
 
         return verify(ctx, self.name)
 
     def prune(self, ctx):
-        from workbench.tasks.supervised_steps import prune
+        from workbench.supervised.steps import prune
 
         return prune(ctx)
 
     def quantize(self, ctx):
-        from workbench.tasks.supervised_steps import quantize
+        from workbench.supervised.steps import quantize
 
         return quantize(ctx)
 
     def cluster(self, ctx):
-        from workbench.tasks.supervised_steps import cluster
+        from workbench.supervised.steps import cluster
 
         return cluster(ctx)
 
     def distill(self, ctx):
-        from workbench.tasks.supervised_steps import distill
+        from workbench.supervised.steps import distill
 
         return distill(ctx, self)
 

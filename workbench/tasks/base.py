@@ -8,24 +8,17 @@ recipe settings it honours. The run resolves the task once (`resolve_task`) into
 `RunContext.task`; stages only orchestrate and call it.
 
 Adding a family: subclass `Task`, set `NAMES`, `STAGES` and `READS`, implement the methods of the
-stages it offers, decorate it with `@register_task`, and list its module in `FAMILY_MODULES` (or
-import it before the run resolves its recipe's task).
+stages it offers, and import its module before the run resolves its recipe's task: defining the
+subclass is the registration (`families()`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.errors import WorkbenchError, suggest
-
-# Modules whose import registers a family; imported on the first lookup by name, so that the
-# registry knows every bundled family without importing their heavy dependencies up front.
-FAMILY_MODULES = ("workbench.tasks.supervised", "workbench.lm.task", "workbench.hub.task")
-
-_REGISTRY: dict = {}
 
 # Settings every family reads: what the model is, where the data comes from, how it optimizes,
 # the run's engine, and the recipe's own bookkeeping.
@@ -36,41 +29,49 @@ COMMON_READS = frozenset({
     "student", "verify.num_threads"})
 
 
-def register_task(cls):
-    """Class decorator: make `cls` the family of each task name in `cls.NAMES`."""
-    for name in cls.NAMES:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"task '{name}' is already registered by {_REGISTRY[name].__name__}")
-        _REGISTRY[name] = cls
-    return cls
-
-
-def _load_families():
-    for module in FAMILY_MODULES:
-        importlib.import_module(module)
+def families():
+    """Every task family that registered itself, by task name: the subclasses of `Task` (at any
+    depth) that declare `NAMES`. A family registers by being imported; the bundled ones are
+    imported by their packages (workbench.supervised, workbench.lm, workbench.hub), as
+    KerasHub's model packages register their presets, and found here the way KerasHub's
+    `find_subclass` finds a preset's task class."""
+    found = {}
+    pending = list(Task.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        pending.extend(cls.__subclasses__())
+        for name in cls.__dict__.get("NAMES", ()):
+            if name in found and found[name] is not cls:
+                raise WorkbenchError(f"task '{name}' is claimed by two families: "
+                                     f"{found[name].__name__} and {cls.__name__}")
+            found[name] = cls
+    return found
 
 
 def task_names():
-    _load_families()
-    return sorted(_REGISTRY)
+    return sorted(families())
 
 
 def task_class(name):
     """The family registered for task `name`; an unknown name lists the known ones."""
-    if name not in _REGISTRY:
-        _load_families()
-    if name not in _REGISTRY:
-        raise WorkbenchError(f"unknown task '{name}': {suggest(name, sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    known = families()
+    if name not in known:
+        if not known:
+            raise WorkbenchError(f"unknown task '{name}': no task family is registered; import "
+                                 "one first (for example `import workbench.supervised`)")
+        raise WorkbenchError(f"unknown task '{name}': {suggest(name, sorted(known))}")
+    return known[name]
 
 
 def resolve_task(recipe):
     """The family for `recipe.task`; with no task named, the supervised family, which infers its
     task from the labels when it loads the data."""
-    _load_families()
-    if recipe.task is None:
-        return _REGISTRY[DEFAULT_TASK](None)
-    return task_class(recipe.task)(recipe.task)
+    return task_class(recipe.task or DEFAULT_TASK)(recipe.task)
+
+
+def task_of(data):
+    """The family of loaded data's task (`data.info.task`), for a `RunContext` built by hand."""
+    return task_class(data.info.task)(data.info.task)
 
 
 DEFAULT_TASK = "multiclass"
