@@ -435,7 +435,7 @@ def print_quantization(rows):
 def training_throughput(steps=200, rounds=3, log=print):
     """Part (a): the train stage vs plain `model.fit` (vs PyTorch nanoGPT), tokens/s."""
     from workbench.lm.corpus import load_corpus
-    from workbench.lm.throughput import compare_training_throughput, default_settings
+    from lm_throughput import compare_training_throughput, default_settings
 
     recipe, settings = default_settings()
     corpus = load_corpus(recipe.data, context=settings.context)
@@ -455,7 +455,7 @@ def print_throughput(result):
 
 def flops_utilization(throughput=None, steps=200, log=print):
     """Part (d): achieved training FLOP/s against the measured peak matmul FLOP/s."""
-    from workbench.lm.throughput import peak_matmul_flops
+    from lm_throughput import peak_matmul_flops
 
     throughput = throughput or training_throughput(steps=steps, rounds=1, log=log)
     peak = peak_matmul_flops()

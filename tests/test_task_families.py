@@ -86,32 +86,6 @@ def test_no_stage_nor_the_run_nor_the_report_names_a_task_family():
     assert offenders == []
 
 
-def test_module_level_imports_have_no_circles():
-    graph = {module: {name for name in _imports(path, top_level_only=True)}
-             for module, path in _modules()}
-    known = set(graph)
-    graph = {module: {name if name in known else name.rsplit(".", 1)[0] for name in names}
-             & known - {module} for module, names in graph.items()}
-    # A package importing its own submodules is how packages expose them, not a circle.
-    graph = {module: {n for n in names if not n.startswith(module + ".")}
-             for module, names in graph.items()}
-    state, cycles = {}, []
-
-    def visit(module, trail):
-        state[module] = "open"
-        for name in sorted(graph[module]):
-            if state.get(name) == "open":
-                cycles.append(" -> ".join(trail[trail.index(name):] + [name]))
-            elif name not in state:
-                visit(name, trail + [name])
-        state[module] = "done"
-
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, [module])
-    assert cycles == []
-
-
 def test_what_a_family_does_not_offer_or_read_is_refused_before_any_work(tmp_path):
     cases = {
         "gpt_prune": (["gpt", "--stages", "train,prune"],

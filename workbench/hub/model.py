@@ -59,7 +59,7 @@ def build_preset_model(hp, data_info, options):
     """The recipe builder of the `finetune` recipe: the preset of `options["preset"]` (the
     workbench's own preset when unset) reading `data_info`'s context."""
     from workbench.hub.presets import check_preset, load_causal_lm
-    from workbench.hub.pretrain import own_preset_dir
+    from workbench.hub.presets import own_preset_dir
 
     info = check_preset(options.get("preset") or own_preset_dir())
     return wrap_causal_lm(load_causal_lm(info), data_info.input_shape[0])

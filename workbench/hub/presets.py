@@ -10,6 +10,7 @@ as `gpt2_base_en`, is refused with how to fetch it first.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -17,6 +18,15 @@ from typing import Any, Optional
 import numpy as np
 
 from workbench.errors import WorkbenchError
+
+OWN_PRESET = "gpt2_stdlib"
+
+
+def own_preset_dir():
+    """Where the workbench's own pretrained preset lives (workbench.hub.pretrain builds it):
+    `saved_models/presets/gpt2_stdlib`, or `$WORKBENCH_PRESETS/gpt2_stdlib`."""
+    root = Path(os.environ.get("WORKBENCH_PRESETS", Path("saved_models") / "presets"))
+    return root / OWN_PRESET
 
 REMOTE_PREFIXES = ("kaggle://", "hf://", "modelscope://", "gs://", "s3://", "http://", "https://")
 # Keras' own config file in a preset directory (KerasHub's preset_utils.CONFIG_FILE).

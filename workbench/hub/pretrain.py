@@ -1,10 +1,11 @@
 """The workbench's own pretrained preset: a small KerasHub GPT-2 trained on Python source, so the
 `finetune` recipe has a model that has learned something without downloading one.
 
-`build_own_preset(DIR)` learns a 512-token byte-level BPE vocabulary in GPT-2's format on the
-standard library's source without `pydoc_data` (workbench.hub.corpora.stdlib_code), trains a
-GPT-2 (4 layers, 4 heads, width 128, 512 positions) on it with the language-model family's
-step-based training (AdamW, warm-up + cosine), and writes it with KerasHub's `save_to_preset`:
+`build_own_preset(DIR)` follows the preset's recipe (workbench.hub.gpt2_stdlib): it learns a
+512-token byte-level BPE vocabulary in GPT-2's format on the standard library's source without
+`pydoc_data` (workbench.hub.corpora.stdlib_code), trains a GPT-2 (4 layers, 4 heads, width 128,
+512 positions) on it with the language-model family's step-based training (AdamW, warm-up +
+cosine), and writes it with KerasHub's `save_to_preset`:
 a directory any `keras_hub.models.CausalLM.from_preset(DIR)` loads. The `finetune` recipe builds
 it on first use in `own_preset_dir()` (`saved_models/presets/gpt2_stdlib`, or
 `$WORKBENCH_PRESETS/gpt2_stdlib`) and reuses it after.
@@ -15,22 +16,12 @@ it on first use in `own_preset_dir()` (`saved_models/presets/gpt2_stdlib`, or
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-OWN_PRESET = "gpt2_stdlib"
-PRETRAIN = {"vocabulary_size": 512, "layers": 4, "heads": 4, "width": 128,
-            "max_sequence_length": 512, "context": 128, "steps": 600, "batch_size": 16,
-            "learning_rate": 2e-3, "warmup_steps": 100}
-
-
-def own_preset_dir():
-    root = Path(os.environ.get("WORKBENCH_PRESETS", Path("saved_models") / "presets"))
-    return root / OWN_PRESET
-
+from workbench.hub.presets import own_preset_dir
 
 def build_causal_lm(vocabulary, merges, layers=4, heads=4, width=128, max_sequence_length=512,
                     context=128, dropout=0.0):
@@ -46,9 +37,19 @@ def build_causal_lm(vocabulary, merges, layers=4, heads=4, width=128, max_sequen
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
 
 
+def pretraining_recipe(steps=None, seed=0):
+    """The preset's recipe (workbench.hub.gpt2_stdlib), with `steps` and `seed` applied."""
+    from workbench.hub.gpt2_stdlib import RECIPE
+    from workbench.recipe import apply_overrides
+
+    return apply_overrides(RECIPE, [f"lm.steps={steps or RECIPE.lm.steps}", f"seed={seed}"])
+
+
 def build_own_preset(directory, steps=None, say=print, seed=0):
     """Train the workbench's own GPT-2 preset and write it to `directory` (atomically: a failed
     or interrupted build leaves no half-written preset)."""
+    import dataclasses
+
     import keras
 
     from workbench.hub.corpora import stdlib_code
@@ -56,34 +57,29 @@ def build_own_preset(directory, steps=None, say=print, seed=0):
     from workbench.hub.presets import PresetTokens, with_preprocessor
     from workbench.hub.vocabulary import train_vocabulary
     from workbench.lm.corpus import load_corpus
-    from workbench.settings.lm import LanguageModelSettings
     from workbench.lm.training import compile_language_model, train_language_model
-    from workbench.recipe import Recipe
 
-    config = dict(PRETRAIN, steps=steps or PRETRAIN["steps"])
+    recipe = pretraining_recipe(steps, seed)
+    architecture, settings = recipe.model_options, recipe.lm
+    # Four validation points over the run, whatever its length.
+    settings = dataclasses.replace(settings, eval_interval=max(1, settings.steps // 4))
     directory = Path(directory)
     started = time.perf_counter()
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(recipe.seed)
     text = stdlib_code().decode("utf-8", errors="replace")
-    vocabulary, merges = train_vocabulary(text, config["vocabulary_size"])
-    complete = build_causal_lm(vocabulary, merges, config["layers"], config["heads"],
-                               config["width"], config["max_sequence_length"], config["context"])
+    vocabulary, merges = train_vocabulary(text, architecture["vocabulary_size"])
+    complete = build_causal_lm(vocabulary, merges, architecture["layers"],
+                               architecture["heads"], architecture["width"],
+                               architecture["max_sequence_length"], settings.context)
     preprocessor = complete.preprocessor
     causal_lm = with_preprocessor(complete, None)  # trained on token ids
     tokens = PresetTokens(preprocessor.tokenizer)
-    corpus = load_corpus("workbench.hub.corpora:stdlib_code", tokens, 0.02, config["context"])
+    corpus = load_corpus(recipe.data, tokens, recipe.data_options["val_fraction"],
+                         settings.context)
     say(f"  pretraining the workbench's GPT-2 preset: {len(vocabulary)} BPE tokens learned, "
-        f"{len(corpus.train):,} training tokens; {config['steps']} steps of "
-        f"{config['batch_size']} x {config['context']} tokens")
-    settings = LanguageModelSettings(
-        context=config["context"], steps=config["steps"], warmup_steps=config["warmup_steps"],
-        eval_interval=max(1, config["steps"] // 4), eval_windows=64, checkpoint_seconds=0)
-    recipe = Recipe(name="pretrain", model=None, optimizer="adamw",
-                    optimizer_config={"beta_2": 0.99, "weight_decay": 0.1,
-                                      "global_clipnorm": 1.0},
-                    learning_rate=config["learning_rate"], batch_size=config["batch_size"],
-                    seed=seed, jit_compile=True)
-    model = wrap_causal_lm(causal_lm, config["context"])
+        f"{len(corpus.train):,} training tokens; {settings.steps} steps of "
+        f"{recipe.batch_size} x {settings.context} tokens")
+    model = wrap_causal_lm(causal_lm, settings.context)
     compile_language_model(model, recipe, settings, 1, settings.steps_per_execution)
     state, stop_reason = train_language_model(model, corpus.train, corpus.val, recipe, settings,
                                               say=say)
@@ -118,7 +114,8 @@ def main(argv=None):
                                      description=__doc__.splitlines()[0])
     parser.add_argument("directory", nargs="?", type=Path, default=None,
                         help=f"where to write the preset (default {own_preset_dir()})")
-    parser.add_argument("--steps", type=int, default=PRETRAIN["steps"])
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimizer steps (default: the preset recipe's lm.steps)")
     args = parser.parse_args(argv)
     from workbench.quiet import configure_environment
 

@@ -35,7 +35,7 @@ class CausalLMTask(LanguageModelTask):
 
     def preset_info(self, recipe):
         from workbench.hub.presets import check_preset
-        from workbench.hub.pretrain import own_preset_dir
+        from workbench.hub.presets import own_preset_dir
 
         preset = recipe.model_options.get("preset")
         if preset is None:
