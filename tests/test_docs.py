@@ -30,16 +30,18 @@ def doc_files():
 
 
 def fenced_blocks(path):
-    """(line, heading, info words, code) of every fenced block in a markdown file: the heading
-    it sits under, and its code un-indented by the fence's own indentation (a block inside a
+    """(line, heading, info words, code) of every fenced block in a markdown file: the section
+    heading it sits under ("" under the page's title), and its code un-indented by the fence's own indentation (a block inside a
     list item)."""
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks, index, heading = [], 0, ""
     while index < len(lines):
         opening = OPENING.match(lines[index])
         if not opening:
-            if lines[index].startswith("#"):
+            if re.match(r"#{2,6} ", lines[index]):
                 heading = lines[index].lstrip("#").strip()
+            elif lines[index].startswith("# "):
+                heading = ""  # under the page's title: the page alone names the block
             index += 1
             continue
         indent, fence = len(opening["indent"]), opening["fence"]
@@ -62,7 +64,8 @@ def slug(text):
 
 def runnable_blocks(suite):
     """pytest params of the blocks marked for `suite`, named page:heading (`-2`, `-3` for a
-    heading's later blocks), e.g. `your-own-data:a-csv`, for `-k`."""
+    heading's later blocks), e.g. `your-own-data:a-csv`, or the page alone for a block under its
+    title, for `-k`."""
     found, seen = [], {}
     for path in doc_files():
         if not path.is_file():
@@ -71,7 +74,7 @@ def runnable_blocks(suite):
         for line, heading, info, code in fenced_blocks(path):
             marks = [word for word in info[1:] if word in MARKS]
             if marks and MARKS[marks[0]] == suite:
-                name = f"{page}:{slug(heading)}"
+                name = f"{page}:{slug(heading)}" if heading else page
                 seen[name] = seen.get(name, 0) + 1
                 name += f"-{seen[name]}" if seen[name] > 1 else ""
                 found.append(pytest.param(info[0], code, id=name))
