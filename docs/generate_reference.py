@@ -202,7 +202,9 @@ def recipe_settings_page(recipe_class, renamed=None):
            "key that does not exist is refused with the closest valid ones. Which settings a "
            "run honours depends on its task family: a setting the family does not read, set to "
            "anything but its default, is refused before any work (see "
-           "[the architecture](../explanation/architecture.md)).", "",
+           "[the architecture](../explanation/architecture.md)). The guides explain the "
+           "settings in context: every source `data=` takes is in "
+           "[your own data](../how-to/your-own-data.md).", "",
            "Sections:"]
     for prefix, cls, *_ in sections:
         name = prefix.rstrip(".") or "top level"
