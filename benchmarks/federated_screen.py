@@ -35,9 +35,11 @@ def screen(recipe_name, assignments, server_momentum=0.0, server_lr=1.0, central
     from workbench.context import RunContext
     from workbench.federated.partition import client_dataset, partition_training_split
     from workbench.federated.training import _central, schedule_span
-    from workbench.federated.worker import Worker, local_training_data
+    from workbench.federated.task import local_training_data
+    from workbench.federated.worker import Worker
     from workbench.recipe import apply_overrides, load_recipe
-    from workbench.tasks.base import resolve_task
+    import workbench.supervised  # noqa: F401  (registers the family)
+    from workbench.tasks import resolve_task
     from workbench.training import compile_model
 
     recipe = apply_overrides(load_recipe(recipe_name), list(assignments))

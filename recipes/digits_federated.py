@@ -11,7 +11,7 @@ rounds, central 0.986 on the same examples): these settings 0.961, learning rate
 0.964."""
 
 from recipes.digits import build_model
-from workbench.federated.settings import FederatedSettings
+from workbench.settings.federated import FederatedSettings
 from workbench.recipe import Recipe
 
 RECIPE = Recipe(

@@ -1,6 +1,7 @@
-"""The federated stage: the FedProx optimizer wrapper, every bad input refused before any
-process starts, and (slow) a real Flower federation on loopback: end to end, a killed SuperNode,
-differential privacy, a malicious client, and resume after the stage is killed."""
+"""The federated stage: the FedProx optimizer wrapper, the federation's apps importing no
+TensorFlow, a client loading its data through the family's loader, every bad input refused
+before any process starts, and (slow) a real Flower federation on loopback: end to end, a killed
+SuperNode, differential privacy, a malicious client, and resume after the stage is killed."""
 
 import json
 import os
@@ -74,6 +75,46 @@ def test_proximal_built_by_fit_takes_its_mu_and_the_starting_weights():
         for anchor, weight in zip(optimizer._anchors, start):
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(anchor), weight)
     assert drifts[10.0] < 0.5 * drifts[0.0]
+
+
+def test_the_federation_package_and_server_app_import_no_tensorflow():
+    code = ("import sys, workbench.federated; heavy = {'flwr', 'tensorflow'} & set(sys.modules)\n"
+            "import workbench.federated.server_app, workbench.federated.client_app\n"
+            "print(sorted(heavy), 'tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["[]", "False"], result.stdout
+
+
+def test_a_client_loads_the_run_data_through_the_family_loader():
+    """The job file carries the family's plain data description and names its loader
+    ("module:attribute"); a client resolves it and gets the training split the run loaded, in
+    the same order, without a Recipe."""
+    from workbench.federated import task
+    from workbench.federated.partition import training_labels
+    from workbench.recipe import load_recipe
+    from workbench.supervised.task import SupervisedTask, data_spec
+
+    recipe = load_recipe("digits_federated")
+    run_data = SupervisedTask(recipe.task).load_data(recipe)
+    job = json.loads(json.dumps({"data": data_spec(recipe),
+                                 "loader": "workbench.supervised.federation:load_client_data"},
+                                default=list))
+    client_data = task.load_data(job)
+    assert client_data.info.sizes == run_data.info.sizes
+    assert np.array_equal(training_labels(client_data)[0], training_labels(run_data)[0])
+    first = [next(iter(d.stable_train().batch(8)))[0].numpy() for d in (run_data, client_data)]
+    assert np.array_equal(*first)
+
+
+def test_a_loader_that_does_not_resolve_is_named():
+    from workbench.federated.jobs import resolve
+
+    for reference in ("workbench.no_such_module:load", "workbench.federated.jobs:no_such",
+                      "no_colon"):
+        with pytest.raises(ValueError, match="no_such|module:attribute"):
+            resolve(reference)
 
 
 def test_bad_federated_inputs_exit_2_before_any_process(tmp_path):

@@ -13,7 +13,7 @@ from workbench.data import load_data
 from workbench.errors import WorkbenchError
 from workbench.federated.partition import (Partition, client_dataset, data_options_for,
                                            partition_training_split, stats_markdown, stats_rows)
-from workbench.federated.settings import FederatedSettings
+from workbench.settings.federated import FederatedSettings
 
 SITES = ("north", "south", "west")
 

@@ -9,8 +9,9 @@ process does: it asks each of its SuperNodes for tasks (`AcquireTask`, as SuperE
 runs each one the way `flwr-clientapp` does (`flwr.supernode.runtime.run_clientapp`: pull the
 message, context and FAB, install the FAB, load the ClientApp named in it, call it, push the
 reply and the context back, with the task's heartbeat running) without leaving the process.
-The ClientApp is Flower's own object, mods included (client-side DP clipping), and finds the
-warm worker of its node in `workbench.federated.apps.LOCAL_WORKERS`.
+The ClientApp is Flower's own object (workbench.federated.client_app), mods included
+(client-side DP clipping), and finds the warm worker of its node in
+`workbench.federated.task.LOCAL_WORKERS`.
 
     python -m workbench.federated.executor JOB CLIENT=RUNTIME_ADDRESS [CLIENT=ADDRESS ...]
 
@@ -20,7 +21,6 @@ SuperLink, not the executor, decides what its absence means for a round.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -143,19 +143,19 @@ def parse_nodes(arguments):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     job_path, nodes = argv[0], parse_nodes(argv[1:])
-    from workbench.run import configure_environment
+    from workbench.quiet import configure_environment
 
     configure_environment(debug=False)
     import keras
 
-    from workbench.federated import apps
-    from workbench.federated.worker import client_workers
+    from workbench.federated import task
+    from workbench.federated.jobs import read_job
 
-    job = json.loads(Path(job_path).read_text())
+    job = read_job(job_path)
     keras.utils.set_random_seed(job["seed"] + min(nodes))
     started = time.perf_counter()
-    apps.LOCAL_WORKERS.update(client_workers(job, sorted(nodes)))
-    sizes = ", ".join(f"{client}: {apps.LOCAL_WORKERS[client].train_examples}"
+    task.LOCAL_WORKERS.update(task.client_workers(job, sorted(nodes)))
+    sizes = ", ".join(f"{client}: {task.LOCAL_WORKERS[client].train_examples}"
                       for client in sorted(nodes))
     print(f"executor of clients {sorted(nodes)} ready in {time.perf_counter() - started:.1f} s "
           f"(training examples {sizes})", flush=True)

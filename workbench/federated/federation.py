@@ -333,8 +333,8 @@ def _script(name):
     return str(candidate) if candidate.exists() else name
 
 
-def write_app(directory, clientapp="workbench.federated.apps:client_app",
-              serverapp="workbench.federated.apps:server_app"):
+def write_app(directory, clientapp="workbench.federated.client_app:client_app",
+              serverapp="workbench.federated.server_app:server_app"):
     """A Flower App directory (`pyproject.toml` naming the workbench's ServerApp and
     ClientApp); `flwr run` bundles it and the SuperLink and SuperNodes load the apps from the
     installed workbench."""
@@ -369,5 +369,5 @@ resume = false
 ''')
     (directory / "workbench_app.py").write_text(
         '"""The workbench\'s Flower apps live in the installed package '
-        '(workbench.federated.apps)."""\n')
+        '(workbench.federated.server_app, workbench.federated.client_app)."""\n')
     return directory

@@ -34,7 +34,7 @@ from typing import Optional
 import numpy as np
 
 from workbench.errors import WorkbenchError, suggest
-from workbench.federated.settings import PARTITIONS
+from workbench.settings.federated import PARTITIONS
 
 # Redraws of a Dirichlet partition that leaves a client too small (Flower Datasets' default).
 DIRICHLET_ATTEMPTS = 10

@@ -1,9 +1,13 @@
-"""What the `federated` stage computes for a supervised task: the recipe's model trained across
-clients on a real Flower federation, every strategy asked for on the same federation, and the
-same model trained centrally on the same budget, for comparison.
+"""The federation's training, for a task family's `federated`: the recipe's model trained
+across clients on a real Flower federation, every strategy asked for on the same federation,
+and the same model trained centrally on the same budget, for comparison.
 
-The global model of `federated.strategy` becomes the run's model, so `evaluate`, `export`,
-`verify` and the compression stages work after `federated` unchanged.
+The family hands it what it decides: the loss and metrics (`ctx.task.compile_args`, compiled
+into the initial model the clients load), and its data's plain description with the loader
+that reads it in a client's process (workbench.federated.jobs). The result is plain
+(`FederatedResult`); the family turns it into what its stage takes. The global model of
+`federated.strategy` becomes the run's model, so `evaluate`, `export`, `verify` and the
+compression stages work after `federated` unchanged.
 """
 
 from __future__ import annotations
@@ -15,13 +19,22 @@ import os
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from workbench.tasks.base import Trained
-
 FEDERATED_DIR = "federated"
+
+
+@dataclass
+class FederatedResult:
+    """What `federated` returns: the main strategy's global model, its curves (none per epoch:
+    the rounds are in `results`), and the results for the report."""
+
+    model: Any
+    history: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
 
 
 def strategies_of(settings):
@@ -31,8 +44,17 @@ def strategies_of(settings):
     return names
 
 
-def federated(ctx, partition):
-    """Train on the federation; returns `Trained` with the main strategy's global model."""
+def federated(ctx, partition, data_spec, loader):
+    """Train on the federation; returns a `FederatedResult` with the main strategy's global
+    model.
+
+    Args:
+        ctx: the run's `RunContext` (its recipe, data, task and run directory).
+        partition: the clients' `Partition` of the training split (workbench.federated.checks).
+        data_spec: the family's JSON-able description of the run's data, for `loader`.
+        loader: `"module:attribute"` of the family's function that loads the run's data from
+            `data_spec` in a client's process (the same training split in the same order).
+    """
     from workbench.federated import federation as flower
     from workbench.federated.jobs import write_job
     from workbench.federated.partition import stats_markdown, stats_rows
@@ -62,7 +84,9 @@ def federated(ctx, partition):
     authkey = secrets.token_hex(16)
     val = data.batches("val", recipe.batch_size)
     server_port, _ = serve_in_thread(Worker(model, holdout=val), bytes.fromhex(authkey))
-    job_path = write_job(ctx.run_dir, directory, recipe, partition, directory / "initial.keras",
+    job_path = write_job(ctx.run_dir, directory, partition, directory / "initial.keras",
+                         data=data_spec, loader=loader, settings=settings,
+                         batch_size=recipe.batch_size, seed=recipe.seed,
                          authkey=authkey, server_worker=f"127.0.0.1:{server_port}",
                          schedule_steps_per_round=per_round,
                          initial_weights=str(initial_weights.resolve()), stage_pid=os.getpid())
@@ -106,7 +130,7 @@ def federated(ctx, partition):
             results["accuracy_gap_to_central"] = central_accuracy - main["test_accuracy"]
     ctx.sections["federated"] = _markdown(results, stats_markdown(partition, class_names))
     _plot(ctx, runs, settings)
-    return Trained(model=model, history={}, results=results)
+    return FederatedResult(model=model, history={}, results=results)
 
 
 def schedule_span(recipe, settings, data):
@@ -130,8 +154,8 @@ def _indent(text):
 
 
 def _run_strategy(ctx, federation, job_path, name, settings):
-    from workbench.federated.apps import PROGRESS
     from workbench.federated.federation import write_app
+    from workbench.federated.server_app import PROGRESS
 
     directory = ctx.run_dir / FEDERATED_DIR
     out = directory / name
@@ -144,7 +168,7 @@ def _run_strategy(ctx, federation, job_path, name, settings):
                                                                              "client_app")
         if settings.secagg:
             clientapp = "client_app_secagg"
-        app = write_app(directory / "app", clientapp=f"workbench.federated.apps:{clientapp}")
+        app = write_app(directory / "app", clientapp=f"workbench.federated.client_app:{clientapp}")
         started = time.perf_counter()
 
         kill = _kill_plan()

@@ -1,18 +1,17 @@
 """The Keras side of federated clients (and of the server's evaluation).
 
-`client_workers` loads the run's data source once, keeps each client's part of the training
-split (workbench.federated.partition) and the run's initial model with the recipe's optimizer,
-loss and regularizer (`initial.keras`); a `Worker` answers `fit` (train the received global
-weights locally, return the new ones) and `evaluate`. The warm executor
-(workbench.federated.executor) holds its clients' workers for the whole run; the server's
-evaluation (a `Worker` on the validation split) runs in the stage's own process and answers the
-ServerApp over an authenticated local connection (`serve`).
+A `Worker` holds one Keras model and one client's data (or the server's validation split) and
+answers `fit` (train the received global weights locally, return the new ones) and `evaluate`.
+The clients' workers are built in the process that runs their ClientApp
+(`workbench.federated.task.client_workers`); the warm executor (workbench.federated.executor)
+holds them for the whole run. The server's evaluation (a `Worker` on the validation split) runs
+in the stage's own process and answers the ServerApp over an authenticated local connection
+(`serve`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from multiprocessing.connection import Listener
@@ -200,50 +199,3 @@ def parse_fault(text, client):
     if kind not in ("scale", "sign_flip"):
         raise ValueError(f"unknown fault kind '{kind}' (scale, sign_flip)")
     return kind, float(factor)
-
-
-def local_training_data(data, positions, batch_size):
-    """`train(seed)`: a client's training examples (`positions`), batched and shuffled anew
-    with `seed` every epoch."""
-    import tensorflow as tf
-
-    from workbench.federated.partition import client_dataset
-
-    own = client_dataset(data, positions)
-    size = max(1, len(positions))
-
-    def train(seed):
-        return own.shuffle(size, seed=seed, reshuffle_each_iteration=True) \
-            .batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-    return train
-
-
-def client_workers(job, clients):
-    """The workers of `clients` of the run described by `job` (the stage's job.json), in this
-    process: the run's data is loaded once and one model (with the recipe's optimizer, loss and
-    regularizer) serves them all in turn, each client training from the weights it is sent."""
-    from workbench import components
-    from workbench.federated.partition import client_dataset
-    from workbench.federated.jobs import load_job_data, load_partition
-
-    import tensorflow as tf
-
-    data = load_job_data(job)
-    settings = job["settings"]
-    batch_size = job["batch_size"]
-    model = components.load_model(job["initial_model"])
-    lock = threading.Lock()
-    workers = {}
-    for client in clients:
-        positions, holdout = load_partition(job, client)
-        train = local_training_data(data, positions, batch_size)
-        held = (client_dataset(data, holdout).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-                if len(holdout) else None)
-        workers[client] = Worker(model, train=train, holdout=held, train_examples=len(positions),
-                                 batch_size=batch_size, local_epochs=settings["local_epochs"],
-                                 local_steps=settings["local_steps"], seed=job["seed"] + client,
-                                 fault=parse_fault(os.environ.get(FAULT_ENV, ""), client),
-                                 lock=lock,
-                                 schedule_steps_per_round=job.get("schedule_steps_per_round"))
-    return workers

@@ -163,6 +163,27 @@ def check_recipe_names(recipe):
                                  f"{suggest(settings.monitor, valid)}")
 
 
+def data_spec(recipe):
+    """How the recipe's data is loaded, as plain values (`load_labelled_data`'s arguments): a
+    federated run's job file carries it to the clients (workbench.supervised.federation), which
+    load the same training split in the same order with it."""
+    options = dict(recipe.data_options)
+    if "federated" in recipe.stages:
+        from workbench.federated.partition import data_options_for
+
+        options = data_options_for(recipe)  # a by_column client id is not a feature
+    return {"source": recipe.data, "options": options, "seed": recipe.seed, "task": recipe.task}
+
+
+def load_labelled_data(source, options, seed, task):
+    """The data of `source` with `options` and `seed`, its labels checked (and the task inferred
+    when `task` is None) by `workbench.data.labels.Labels`."""
+    from workbench.data import load_data
+    from workbench.data.labels import Labels
+
+    return load_data(source, seed=seed, task=Labels(task, f"data '{source}'"), **options)
+
+
 class SupervisedTask(Task):
     """Labelled examples, trained by epochs with `model.fit`; every stage but `generate`."""
 
@@ -191,17 +212,7 @@ class SupervisedTask(Task):
     # ---- before any work -----------------------------------------------------------------
 
     def load_data(self, recipe):
-        from workbench.data import load_data
-
-        from workbench.data.labels import Labels
-
-        labels = Labels(recipe.task, f"data '{recipe.data}'")
-        options = recipe.data_options
-        if "federated" in recipe.stages:
-            from workbench.federated.partition import data_options_for
-
-            options = data_options_for(recipe)  # a by_column client id is not a feature
-        data = load_data(recipe.data, seed=recipe.seed, task=labels, **options)
+        data = load_labelled_data(**data_spec(recipe))
         self.name = data.info.task  # inferred from the labels when the recipe names none
         return data
 
@@ -271,8 +282,12 @@ class SupervisedTask(Task):
 
     def federated(self, ctx):
         from workbench.federated.training import federated
+        from workbench.tasks import Trained
 
-        return federated(ctx, self.partition)
+        # The clients load the data through the family (workbench.supervised.federation).
+        run = federated(ctx, self.partition, data_spec(ctx.recipe),
+                        "workbench.supervised.federation:load_client_data")
+        return Trained(model=run.model, history=run.history, results=run.results)
 
     def evaluate(self, ctx, model):
         test = ctx.data.batches("test", ctx.recipe.batch_size)
