@@ -31,8 +31,8 @@ def doc_files():
 
 def fenced_blocks(path):
     """(line, heading, info words, code) of every fenced block in a markdown file: the section
-    heading it sits under ("" under the page's title), and its code un-indented by the fence's own indentation (a block inside a
-    list item)."""
+    heading it sits under ("" under the page's title), and its code un-indented by the fence's
+    own indentation (a block inside a list item)."""
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks, index, heading = [], 0, ""
     while index < len(lines):
@@ -89,13 +89,13 @@ def run_block(language, code, tmp_path, timeout):
                                                            os.environ.get("PYTHONPATH")])),
                   PATH=os.pathsep.join([str(Path(sys.executable).parent),
                                         os.environ.get("PATH", "")]))
+    # The block's file sits beside the directory it runs in, so that directory starts empty.
     script = tmp_path / ("block.sh" if LANGUAGES[language] == "bash" else "block.py")
     script.write_text(code, encoding="utf-8")
-    command = (["bash", "-e", "-o", "pipefail", script.name] if LANGUAGES[language] == "bash"
-               else [sys.executable, script.name])
+    command = (["bash", "-e", "-o", "pipefail", str(script)] if LANGUAGES[language] == "bash"
+               else [sys.executable, str(script)])
     work = tmp_path / "work"
     work.mkdir()
-    script.rename(work / script.name)
     done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert done.returncode == 0, (
