@@ -11,7 +11,7 @@ goes round in a circle:
 1. foundation: errors, quiet (process set-up), settings (every typed settings section), recipe
 2. Keras objects: optimizers, schedules, regularizers, callbacks, components, the GPT's layers
 3. services: data (labels included), context, distribute, sharding, deploy, report, builders,
-   the language-model corpus and tokenizers
+   the language-model corpus, tokenizers and packing
 4. the task-family contract: tasks
 5. engines, handed loss, metrics, optimizer and data by a family: training, compression,
    federated, the language-model training loop
@@ -37,7 +37,7 @@ FLOORS = {
         "workbench.callbacks", "workbench.components", "workbench.lm.model"],
     3: ["workbench.data", "workbench.context", "workbench.distribute", "workbench.sharding",
         "workbench.deploy", "workbench.report", "workbench.builders", "workbench.lm.corpus",
-        "workbench.lm.tokenizers"],
+        "workbench.lm.tokenizers", "workbench.lm.packing"],
     4: ["workbench.tasks"],
     5: ["workbench.training", "workbench.compression", "workbench.federated",
         "workbench.lm.training", "workbench.lm.remat"],

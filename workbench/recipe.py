@@ -32,7 +32,7 @@ from workbench.settings import (
 from workbench.settings.lm import (
     LM_QUANTIZE_MODES, SAMPLERS, TOKENIZERS, GenerateSettings, LanguageModelSettings)
 from workbench.settings.federated import FederatedSettings
-from workbench.settings.hub import FINETUNE_MODES, QLORA_BASES, FinetuneSettings
+from workbench.settings.hub import FINETUNE_MODES, QLORA_BASES, FinetuneSettings, SftSettings
 
 @dataclass
 class Recipe:
@@ -73,6 +73,8 @@ class Recipe:
         generate: the `generate` stage's prompts and sampler (GenerateSettings).
         finetune: how the causal_lm task fine-tunes a pretrained preset (mode, LoRA rank,
             alpha, targets, QLoRA base; workbench.settings.hub.FinetuneSettings).
+        sft: how the causal_lm task instruction-tunes on conversations (chat template,
+            response-only loss, packing; workbench.settings.hub.SftSettings).
         federated: how the `federated` stage trains across clients on Flower (clients, rounds,
             partition, strategy, privacy; workbench.settings.federated.FederatedSettings).
         remat: rematerialize each Transformer block in the backward pass (`keras.remat` on
@@ -128,6 +130,7 @@ class Recipe:
     lm: LanguageModelSettings = field(default_factory=LanguageModelSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    sft: SftSettings = field(default_factory=SftSettings)
     federated: FederatedSettings = field(default_factory=FederatedSettings)
     stages: tuple[str, ...] = ("train", "evaluate", "export", "verify")
     fast: dict = field(default_factory=lambda: {"epochs": 2})
@@ -227,7 +230,7 @@ class Recipe:
                    ("generate.sampler", self.generate.sampler, SAMPLERS),
                    ("finetune.mode", self.finetune.mode, FINETUNE_MODES),
                    ("finetune.base_quantization", self.finetune.base_quantization, QLORA_BASES),
-                   *self.federated.names()]
+                   *self.federated.names(), *self.sft.names()]
         for key, value, valid in choices:
             if value not in valid:
                 raise WorkbenchError(f"unknown {key} '{value}': {suggest(value, valid)}")

@@ -7,11 +7,16 @@ its windows), training is fine-tuning (`finetune.mode`: LoRA, QLoRA, full, froze
 workbench.hub.finetune) with the validation loss measured before and after, and the train stage
 also writes the LoRA adapter. Evaluation, generation, Keras quantization, LiteRT export and
 verification are the language-model family's own.
+
+Conversation data (JSONL, CSV, a folder of them, or a `module:function` of records;
+workbench.hub.chats) makes the run instruction tuning (`sft.*`, workbench.hub.sft): the
+conversations rendered with the chat template, the loss over the assistant's tokens only, packed
+windows, and evaluation and generation through the same template.
 """
 
 from __future__ import annotations
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, suggest
 from workbench.lm.task import LanguageModelTask
 
 from workbench.hub import model as _model  # noqa: F401  (registers FullPaddingMask)
@@ -22,7 +27,7 @@ class CausalLMTask(LanguageModelTask):
     STAGES = frozenset({"train", "evaluate", "generate", "export", "verify", "quantize"})
     READS = (LanguageModelTask.READS - {key for key in LanguageModelTask.READS
                                         if key.startswith(("search.", "distill."))}) | {
-        "finetune"}
+        "finetune", "sft", "data_options.format", "data_options.columns"}
     INSTEAD = {
         **LanguageModelTask.INSTEAD,
         "search": "a pretrained model is fine-tuned, not searched; set finetune.mode, "
@@ -58,18 +63,41 @@ class CausalLMTask(LanguageModelTask):
         info = self.preset_info(recipe)
         if info is not None:
             check_context(info, recipe.lm.context)
+        from workbench.settings.hub import CHAT_FORMATS
+
+        fmt = recipe.data_options.get("format", "auto")
+        if fmt not in CHAT_FORMATS:
+            raise WorkbenchError(f"unknown data_options.format {fmt!r}: "
+                                 f"{suggest(str(fmt), CHAT_FORMATS)}")
 
     def load_data(self, recipe):
+        from workbench.hub.chats import is_conversation_source
         from workbench.hub.presets import PresetTokens, load_tokenizer
         from workbench.hub.pretrain import ensure_own_preset
         from workbench.lm.pipeline import load_language_data
 
+        conversations = is_conversation_source(recipe.data,
+                                               recipe.data_options.get("format", "auto"))
+        if not conversations:
+            from workbench.tasks.base import changed_settings
+
+            for key in changed_settings(recipe):
+                if key.split(".")[0] == "sft" or key == "data_options.columns":
+                    raise WorkbenchError(
+                        f"setting '{key}' applies to conversation data, and data "
+                        f"'{recipe.data}' is read as text; give a .jsonl or .csv file of "
+                        "conversations (or set data_options.format), or drop it")
         if recipe.model_options.get("preset") is None:
             ensure_own_preset(say=lambda line: print(line, flush=True))
         import dataclasses
 
         info = self.preset_info(recipe)
-        data = load_language_data(recipe, PresetTokens(load_tokenizer(info), preset=info.path))
+        tokens = PresetTokens(load_tokenizer(info), preset=info.path)
+        if conversations:
+            from workbench.hub.sft import load_conversation_data
+
+            return load_conversation_data(recipe, tokens, info)
+        data = load_language_data(recipe, tokens)
         data.info = dataclasses.replace(data.info, task=self.name)
         return data
 
@@ -96,3 +124,31 @@ class CausalLMTask(LanguageModelTask):
 
     def search_budget(self, recipe):
         return None, {}
+
+    # ---- conversations: scored and answered through the chat template ---------------------
+
+    @staticmethod
+    def _conversations(ctx):
+        from workbench.hub.sft import ConversationData
+
+        return isinstance(ctx.data, ConversationData)
+
+    def evaluate(self, ctx, model):
+        if self._conversations(ctx):
+            from workbench.hub.sft import score
+
+            return score(ctx, model)
+        return super().evaluate(ctx, model)
+
+    def describe_evaluation(self, metrics):
+        line = super().describe_evaluation(metrics)
+        if metrics.get("train_on") == "assistant":
+            line = line.replace(" tokens (", " response tokens (", 1)
+        return line
+
+    def generate(self, ctx):
+        if self._conversations(ctx):
+            from workbench.hub.sft import generate
+
+            return generate(ctx)
+        return super().generate(ctx)

@@ -8,15 +8,31 @@ from __future__ import annotations
 PARITY_WINDOWS = 4
 
 
+def sft_results(stats, results):
+    """The instruction-tuning numbers of the report: the data's, and the conversation tokens a
+    second training reads (the measured window rate, less the layout's padding)."""
+    padding = stats["padding_packed"] if stats["packing"] else stats["padding_unpacked"]
+    speed = results.get("tokens_per_second")
+    return {**stats, "conversation_tokens_per_second": speed * (1 - padding) if speed else None}
+
+
 def finetune(ctx, info):
     from workbench.builders import build_model, hyperparameters
     from workbench.hub import finetune as ft
     from workbench.hub.model import backbone_of, wrap_causal_lm
-    from workbench.lm.pipeline import evaluate, train_built
+    from workbench.lm.pipeline import train_built
     from workbench.lm.shipping import _windows
 
     recipe, settings = ctx.recipe, ctx.recipe.finetune
     data = ctx.require_data("train")
+    # The family's own scoring: on conversations, the response-only loss (workbench.hub.sft).
+    evaluate = ctx.task.evaluate
+    stats = getattr(data, "stats", None)
+    if stats:
+        from workbench.hub.sft import describe
+
+        for line in describe(stats):
+            ctx.say(line)
     with ctx.strategy.scope():
         # One scope for the preset's weights and the adapters: a sharding strategy checks that
         # what a scope creates is split, and the adapters alone are too small to be.
@@ -24,7 +40,9 @@ def finetune(ctx, info):
         before = evaluate(ctx, model)
         ft.apply_mode(model, settings)
     ctx.say(f"  {info.family} preset {info.path}: val loss {before['val_loss']:.4f} before "
-            f"fine-tuning ({before['windows']:,} windows)")
+            f"fine-tuning ({before['windows']:,} windows"
+            + (", response tokens only" if stats and stats["train_on"] == "assistant" else "")
+            + ")")
     trainable, total = ft.trainable_parameters(model), ft.total_parameters(model)
     mode = settings.mode + (f" ({settings.base_quantization} base)"
                             if settings.mode == "qlora" else "")
@@ -48,6 +66,8 @@ def finetune(ctx, info):
         "val_loss_before": before["val_loss"], "val_loss_after": after["val_loss"],
         "perplexity_before": before["perplexity"], "perplexity_after": after["perplexity"],
         "eval_windows": after["windows"]})
+    if stats:
+        results["sft"] = sft_results(stats, results)
     windows = _windows(data.corpus.val, recipe.lm.context, PARITY_WINDOWS)[:, :-1]
     merged = ft.merged_copy(model)
     results["merged_max_logit_difference"] = ft.max_logit_difference(model, merged, windows)

@@ -49,10 +49,11 @@ def check_language_model(model, stage="generate"):
             "with a language_model recipe such as 'gpt'")
 
 
-def continue_ids(model, prompts_ids, max_tokens, sampler):
+def continue_ids(model, prompts_ids, max_tokens, sampler, stop_token_ids=None):
     """Each prompt (a list of ints) followed by `max_tokens` sampled ids, all prompts in one
     batch: sampling starts after the shortest prompt, and the sampler's mask keeps every longer
-    prompt's own tokens where they are."""
+    prompt's own tokens where they are. With `stop_token_ids`, sampling ends early once every
+    prompt has produced one of them (what follows it is not generated text)."""
     context = model_context(model)
     lengths = [len(ids) for ids in prompts_ids]
     if not all(lengths):
@@ -71,8 +72,12 @@ def continue_ids(model, prompts_ids, max_tokens, sampler):
         logits = ops.take(logits, index - 1 - start, axis=1)
         return ops.cast(logits, "float32"), None, cache
 
+    # The sampler looks for stop ids in the whole unfilled buffer, which holds zeros.
+    stops = tuple(stop_token_ids or ()) if 0 not in (stop_token_ids or ()) else None
+
     def run(tokens, mask):
-        return sampler(next_logits, tokens, index=min(lengths), mask=mask)
+        return sampler(next_logits, tokens, index=min(lengths), mask=mask,
+                       stop_token_ids=stops or None)
 
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf

@@ -22,6 +22,11 @@ class LanguageData(Data):
 
     corpus: Any = None
 
+    def training_splits(self):
+        """What training reads: the training and validation token arrays (random windows are cut
+        from them), or `PackedWindows` with a weight per token (workbench.lm.packing)."""
+        return self.corpus.train, self.corpus.val
+
 
 def load_language_data(recipe, tokenizer=None) -> LanguageData:
     """The recipe's corpus as `LanguageData` (`test` is the validation split), tokenized by
@@ -66,6 +71,7 @@ def train_built(ctx, model):
     import keras
 
     from workbench.lm.model import flops_per_token
+    from workbench.lm.packing import PackedWindows
     from workbench.lm.training import (
         check_context, compile_language_model, effective_steps_per_execution,
         learning_rate_schedule, learning_rates, train_language_model)
@@ -78,12 +84,14 @@ def train_built(ctx, model):
     # a value): one step per execution there.
     spe = effective_steps_per_execution(settings) if replicas == 1 else 1
     check_context(model, settings.context)
+    train, val = data.training_splits()
     if recipe.remat:
         from workbench.lm.remat import rematerialize_blocks
 
         ctx.say(f"  rematerializing {rematerialize_blocks(model)} Transformer blocks")
     with ctx.strategy.scope():
-        compile_language_model(model, recipe, settings, replicas, spe)
+        compile_language_model(model, recipe, settings, replicas, spe,
+                               weighted=isinstance(train, PackedWindows))
     parameters = int(model.count_params())
     ctx.say(f"  {model.name}: {parameters:,} parameters, context {settings.context}, "
             f"{settings.steps} steps of {recipe.batch_size * replicas * settings.accumulation} "
@@ -91,7 +99,7 @@ def train_built(ctx, model):
             f"{settings.accumulation}, jit_compile={recipe.jit_compile}, {spe} steps/execution, "
             f"{keras.backend.backend()})")
     state, stop_reason = train_language_model(
-        model, data.corpus.train, data.corpus.val, recipe, settings, strategy=ctx.strategy,
+        model, train, val, recipe, settings, strategy=ctx.strategy,
         run_dir=ctx.run_dir, resume=ctx.resuming, say=ctx.say)
     schedule = learning_rate_schedule(recipe, settings, replicas)
     tokens_per_second = (state.measured_tokens / state.measured_seconds

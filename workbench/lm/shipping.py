@@ -54,10 +54,14 @@ def evaluation_windows(ctx, model, stage):
 
 
 def prompt_ids(ctx):
-    """The generate settings' prompts as token ids of the run's tokenizer."""
+    """The generate settings' prompts as token ids of the run's tokenizer (wrapped as a user turn
+    by the data's chat template where it has one: `data.encode_prompt`)."""
     generate = getattr(ctx.recipe, "generate", None)
     prompts = [p for p in ((generate.prompt, *generate.prompts) if generate else ()) if p]
     prompts = prompts or list(DEFAULT_PROMPTS)
+    encode_prompt = getattr(ctx.data, "encode_prompt", None)  # a chat template's user turn
+    if encode_prompt is not None:
+        return [list(encode_prompt(p)) for p in prompts]
     corpus = getattr(ctx.data, "corpus", None)
     if corpus is not None and hasattr(corpus.tokenizer, "encode"):
         return [list(corpus.tokenizer.encode(p)) for p in prompts]

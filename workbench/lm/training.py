@@ -13,6 +13,10 @@ callbacks do the rest: `EarlyStopping` stops on a NaN/inf loss and keeps the las
 loses at most that interval. The batch stream is a function of `(seed, step)` and is cut at the
 backup's step, so a resumed run sees exactly the batches the interrupted one would have.
 
+Instruction tuning (workbench.hub.sft) trains on packed windows instead (workbench.lm.packing):
+batches `(x, y, w)` whose weights Keras takes as `sample_weight`, the loss their weighted mean
+(`reduction="mean_with_sample_weight"`), so a weight-0 token counts for nothing.
+
 Optimization is nanoGPT's: AdamW (lr 1e-3, beta_2 0.99, weight decay 0.1 on every parameter of
 rank >= 2 only, none on norms and biases), linear warm-up for `warmup_steps` then cosine decay to
 `min_learning_rate` at `steps` (Loshchilov & Hutter 2017), global gradient clipping at 1.0.
@@ -32,6 +36,8 @@ import keras
 from workbench.components import build_before_fit
 from workbench.errors import WorkbenchError
 from workbench.lm.corpus import random_batches, window_starts, windows_dataset
+from workbench.lm.packing import (
+    PackedWindows, evenly_spaced_rows, packed_batches, packed_windows_dataset)
 from workbench.training import learning_rate_for, optimizer_for
 
 # The training state's backup (Keras' BackupAndRestore, under the run directory) and the curves
@@ -88,19 +94,40 @@ def make_optimizer(recipe, settings, model, replicas=1):
     return optimizer
 
 
-def compile_language_model(model, recipe, settings, replicas=1, steps_per_execution=1):
+def language_model_loss(weighted=False):
+    """Next-token cross-entropy; `weighted`, the mean over the tokens' sample weights (the
+    trained tokens of packed windows) rather than over every position."""
+    if weighted:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                          reduction="mean_with_sample_weight")
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def compile_language_model(model, recipe, settings, replicas=1, steps_per_execution=1,
+                           weighted=False):
     with _xla_allowed(recipe.jit_compile):
         model.compile(optimizer=make_optimizer(recipe, settings, model, replicas),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      loss=language_model_loss(weighted),
                       jit_compile=recipe.jit_compile,
                       steps_per_execution=steps_per_execution)
     return model
 
 
 def validation_windows(tokens, context, count, batch_size):
-    """The fixed validation set: `count` windows evenly spaced over `tokens`, batched."""
+    """The fixed validation set: `count` windows evenly spaced over `tokens`, batched (`(x, y, w)`
+    batches when `tokens` are `PackedWindows`)."""
+    if isinstance(tokens, PackedWindows):
+        return packed_windows_dataset(tokens, evenly_spaced_rows(len(tokens), count),
+                                      batch_size).cache()
     return windows_dataset(tokens, context, window_starts(len(tokens), context, count)).batch(
         batch_size).cache()
+
+
+def training_stream(train, context, batch_size, seed, first_step=0):
+    """Batches of random windows of a token array, or of packed windows with their weights."""
+    if isinstance(train, PackedWindows):
+        return packed_batches(train, batch_size, seed, first_step)
+    return random_batches(train, context, batch_size, seed, first_step)
 
 
 @dataclass
@@ -269,7 +296,8 @@ def train_language_model(model, corpus_train, corpus_val, recipe, settings, *, s
                          run_dir=None, resume=False, say=print, extra_callbacks=()):
     """Train a compiled `model` for `settings.steps` steps in one `model.fit` of Keras epochs of
     `epoch_steps(settings)` steps; return the `TrainingState` (curves, tokens/s) and the reason
-    training stopped early, if it did."""
+    training stopped early, if it did. `corpus_train` and `corpus_val` are token arrays (random
+    windows are cut from them) or `PackedWindows` (whose weights become `sample_weight`)."""
     from workbench import components
 
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
@@ -302,8 +330,8 @@ def train_language_model(model, corpus_train, corpus_val, recipe, settings, *, s
             else settings.checkpoint_seconds}))
         callbacks.append(_StartsWhereTheBackupEnds(first_epoch))
     callbacks += list(extra_callbacks)
-    batches = random_batches(corpus_train, settings.context, micro_batch, recipe.seed,
-                             first_step=first_epoch * epoch_micro)
+    batches = training_stream(corpus_train, settings.context, micro_batch, recipe.seed,
+                              first_step=first_epoch * epoch_micro)
     with (strategy.scope() if strategy is not None else contextlib.nullcontext()):
         build_before_fit(model, batches)
     started = time.perf_counter()

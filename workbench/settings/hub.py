@@ -44,3 +44,43 @@ class FinetuneSettings:
              "the backbone's defaults)"),
         ]
         return [message for ok, message in checks if not ok]
+
+
+# Chat templates by name (workbench.hub.chat_template); `auto` is the checkpoint's own, else
+# `plain`.
+SFT_TEMPLATES = ("auto", "chatml", "llama3", "gemma", "plain")
+SFT_TRAIN_ON = ("assistant", "all")
+SFT_OVERLONG = ("truncate", "drop")
+# What `data_options.format` can force for the causal-LM family's data (workbench.hub.chats).
+CHAT_FORMATS = ("auto", "text", "messages", "prompt_completion", "alpaca", "csv")
+
+
+@dataclass
+class SftSettings:
+    """How a causal LM is instruction-tuned on conversations (supervised fine-tuning, as Hugging
+    Face TRL's `SFTTrainer` names it). Read when the data is conversations: JSONL of `messages`,
+    `prompt`/`completion`, `prompt`/`response` or Alpaca records, a two-column CSV
+    (`data_options.format` forces one; `text` reads the file as plain text).
+
+    Args:
+        template: the chat template that renders each conversation: `auto` (the checkpoint's
+            own `chat_template`, from `chat_template.jinja` or `tokenizer_config.json`, else
+            `plain`), or a named one, `chatml`, `llama3`, `gemma`, `plain`. It also wraps
+            `generate.prompt` as a user turn, and generation stops at its end-of-turn token.
+        train_on: `assistant` (the loss is over the assistant's tokens only, every other token
+            weighs 0) or `all` (every token of the conversation).
+        packing: pack conversations into windows of `lm.context` tokens (best-fit decreasing,
+            separated by the end-of-sequence token) rather than one conversation per window.
+        overlong: a conversation longer than `lm.context` is cut to fit (`truncate`: its
+            response kept where it fits) or left out (`drop`).
+    """
+
+    template: str = "auto"
+    train_on: str = "assistant"
+    packing: bool = True
+    overlong: str = "truncate"
+
+    def names(self):
+        return [("sft.template", self.template, SFT_TEMPLATES),
+                ("sft.train_on", self.train_on, SFT_TRAIN_ON),
+                ("sft.overlong", self.overlong, SFT_OVERLONG)]
