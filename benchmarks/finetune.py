@@ -1,14 +1,15 @@
 """Fine-tuning modes side by side on one preset: full fine-tuning, LoRA at ranks 4, 8 and 16,
-QLoRA on an int8 base, and (JAX backend) LoRA with and without rematerialization.
+QLoRA on an int8 and an int4 base, and (JAX backend) LoRA with and without rematerialization.
 
 Each mode is the `finetune` recipe's train stage (`--stages train`) in its own process, so its
 peak resident memory is its own; all take the same steps, batch, learning rate, data and seed.
 Printed per mode: trainable weights and their fraction of the total, optimizer-state bytes,
 the process's peak RSS, training tokens/s (compiling and validation left out), and the
 validation loss before and after the same number of steps. The ratios compare each mode with full
-fine-tuning.
+fine-tuning. `--qlora` runs only LoRA r8 and QLoRA r8 on the int8 and int4 bases and prints how
+far each QLoRA's validation loss ends from LoRA's.
 
-    python benchmarks/finetune.py [--preset DIR] [--steps 200] [--data SOURCE] [--no-jax]
+    python benchmarks/finetune.py [--preset DIR] [--steps 200] [--data SOURCE] [--no-jax] [--qlora]
 
 Without `--preset` the workbench's own GPT-2 preset is used (built first if it is missing).
 """
@@ -29,7 +30,10 @@ MODES = [("full", ["finetune.mode=full"], "tensorflow"),
          ("lora r4", ["finetune.mode=lora", "finetune.rank=4"], "tensorflow"),
          ("lora r8", ["finetune.mode=lora", "finetune.rank=8"], "tensorflow"),
          ("lora r16", ["finetune.mode=lora", "finetune.rank=16"], "tensorflow"),
-         ("qlora int8 r8", ["finetune.mode=qlora", "finetune.rank=8"], "tensorflow")]
+         ("qlora int8 r8", ["finetune.mode=qlora", "finetune.rank=8"], "tensorflow"),
+         ("qlora int4 r8", ["finetune.mode=qlora", "finetune.rank=8",
+                            "finetune.base_quantization=int4"], "tensorflow")]
+QLORA_MODES = ("lora r8", "qlora int8 r8", "qlora int4 r8")
 JAX_MODES = [("jax lora r8", ["finetune.mode=lora", "finetune.rank=8"], "jax"),
              ("jax lora r8 remat", ["finetune.mode=lora", "finetune.rank=8", "remat=true"],
               "jax")]
@@ -51,7 +55,7 @@ def run_mode(name, settings, backend, preset, steps, data, folder):
     train = json.loads((out / "report.json").read_text())["stages"]["train"]
     keys = ("trainable_parameters", "total_parameters", "trainable_fraction",
             "optimizer_state_bytes", "peak_rss_bytes", "tokens_per_second", "val_loss_before",
-            "val_loss_after", "training_seconds")
+            "val_loss_after", "training_seconds", "merged_max_logit_difference")
     return {"mode": name, "backend": backend, **{key: train[key] for key in keys}}
 
 
@@ -74,12 +78,27 @@ def table(rows):
     return "\n".join(lines)
 
 
+def qlora_gaps(rows):
+    """How far each QLoRA row's validation loss ends from LoRA r8's (same steps and seed)."""
+    lora = next((r for r in rows if r["mode"] == "lora r8" and "error" not in r), None)
+    if lora is None:
+        return ""
+    return "\n".join(
+        f"{r['mode']}: val loss after {r['val_loss_after']:.4f}, "
+        f"{r['val_loss_after'] - lora['val_loss_after']:+.4f} against LoRA r8's "
+        f"{lora['val_loss_after']:.4f}; merged model.keras differs by "
+        f"{r['merged_max_logit_difference']:.2e} (max |logit|)"
+        for r in rows if r["mode"].startswith("qlora") and "error" not in r)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default=None)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--data", default=None, help="the recipe's default when unset")
     parser.add_argument("--no-jax", action="store_true", help="skip the JAX remat rows")
+    parser.add_argument("--qlora", action="store_true",
+                        help="only LoRA r8 and QLoRA r8 on the int8 and int4 bases")
     parser.add_argument("--out", default="benchmarks/results/finetune.json")
     args = parser.parse_args()
     preset = args.preset
@@ -87,7 +106,9 @@ def main():
         from workbench.hub.pretrain import ensure_own_preset
 
         preset = str(ensure_own_preset())
-    modes = MODES + ([] if args.no_jax else JAX_MODES)
+    modes = MODES + ([] if args.no_jax or args.qlora else JAX_MODES)
+    if args.qlora:
+        modes = [mode for mode in modes if mode[0] in QLORA_MODES]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name, settings, backend in modes:
@@ -97,6 +118,9 @@ def main():
     print(f"\nfine-tuning modes, {args.steps} steps each, preset {preset} "
           f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores)\n")
     print(table(rows))
+    gaps = qlora_gaps(rows)
+    if gaps:
+        print("\n" + gaps)
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"preset": preset, "steps": args.steps, "rows": rows}, indent=2))

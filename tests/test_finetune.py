@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, run_cli_cases
+from hf_checkpoints import make_llama3_checkpoint, make_qwen3_checkpoint
 from hub_presets import make_bert_preset, make_gpt2_preset, make_qwen_preset
 
 TEXT = textwrap.__file__
@@ -103,6 +104,49 @@ def test_second_family_qwen_fine_tunes_with_its_own_tokenizer(presets, tmp_path)
     assert report["stages"]["generate"]["samples"]
 
 
+@pytest.mark.parametrize("family, make", [("Llama3", make_llama3_checkpoint),
+                                          ("Qwen3", make_qwen3_checkpoint)])
+def test_a_hugging_face_checkpoint_directory_is_a_preset(family, make, tmp_path):
+    """KerasHub converts the checkpoint's model.safetensors on load (with `safetensors`, a
+    dependency) and its tokenizer.json."""
+    from safetensors.numpy import load_file
+
+    from workbench.hub.presets import PresetTokens, check_preset, load_causal_lm, load_tokenizer
+
+    info = check_preset(make(tmp_path / "checkpoint"))
+    assert info.family == family
+    causal_lm = load_causal_lm(info)
+    weights = load_file(str(info.path / "model.safetensors"))
+    np.testing.assert_array_equal(
+        causal_lm.backbone.get_layer("token_embedding").embeddings.numpy(),
+        weights["model.embed_tokens.weight"])
+    tokens = PresetTokens(load_tokenizer(info))
+    assert tokens.decode(tokens.encode("def fill(text, width=70):")) == \
+        "def fill(text, width=70):"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family, make", [("Llama3", make_llama3_checkpoint),
+                                          ("Qwen3", make_qwen3_checkpoint)])
+def test_a_hugging_face_checkpoint_directory_fine_tunes(family, make, tmp_path):
+    """config.json, model.safetensors and tokenizer.json as `save_pretrained` writes them:
+    KerasHub converts the checkpoint on load, which needs `safetensors` (a dependency)."""
+    checkpoint = make(tmp_path / "checkpoint")
+    run_dir = tmp_path / "run"
+    result = run_cli("finetune", "--fast", "--stages", "train,generate", "--out", run_dir,
+                     "--set", f"model_options.preset={checkpoint}", *TINY, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((run_dir / "report.json").read_text())
+    train = report["stages"]["train"]
+    assert train["family"] == family and train["steps"] == 20
+    assert 0 < train["trainable_fraction"] < 0.1  # rank 8 on width 64
+    assert math.isfinite(train["val_loss_after"])
+    assert train["merged_max_logit_difference"] <= 1e-4
+    assert train["adapter_max_logit_difference"] <= 1e-4
+    assert (run_dir / "preset" / "config.json").is_file()
+    assert report["stages"]["generate"]["samples"]
+
+
 def test_modes_choose_what_trains(presets):
     import keras
 
@@ -132,9 +176,80 @@ def test_modes_choose_what_trains(presets):
              for layer in qlora._flatten_layers() if isinstance(layer, keras.layers.Dense)
              or type(layer).__name__ == "EinsumDense"}
     assert "int8" in modes
+    assert all(layer.quantization_mode is None for layer in qlora._flatten_layers()
+               if isinstance(layer, keras.layers.Embedding))  # QLoRA's base: linear layers
     assert trainable_parameters(qlora) == trainable_parameters(lora)
     targets = prepared(mode="lora", rank=2, target_layers=("feedforward_output_dense",))
     assert trainable_parameters(targets) == 2 * (2 * 512 + 2 * 128)  # A 512 x 2, B 2 x 128
+
+
+def _adapted(info, **settings):
+    import keras
+
+    from workbench.hub.finetune import apply_mode
+    from workbench.hub.model import wrap_causal_lm
+    from workbench.hub.presets import load_causal_lm
+    from workbench.settings.hub import FinetuneSettings
+
+    keras.utils.set_random_seed(0)
+    model = wrap_causal_lm(load_causal_lm(info), 32)
+    apply_mode(model, FinetuneSettings(**settings))
+    return model
+
+
+QLORA_BASES = {"lora": {"mode": "lora"},
+               "qlora int8": {"mode": "qlora", "base_quantization": "int8"},
+               "qlora int4": {"mode": "qlora", "base_quantization": "int4"}}
+
+
+def test_qlora_adapters_get_loras_gradient_and_train_like_lora(presets):
+    """QLoRA's base is quantized, its adapters are not: on the same adapter values the adapters'
+    gradient is LoRA's (up to the base's rounding), and the same steps lower the validation loss
+    as far. (Keras' int8 LM head passed no gradient to its input, and QLoRA's loss rose.)"""
+    import keras
+    import tensorflow as tf
+
+    from workbench.hub.presets import PresetTokens, check_preset, load_tokenizer
+
+    info = check_preset(presets["gpt2"])
+    ids = PresetTokens(load_tokenizer(info)).encode(open(TEXT).read())
+    windows = ids[: 96 * 33].reshape(96, 33).astype("int32")
+    train, val = windows[:64], windows[64:]
+    rng = np.random.default_rng(0)
+    losses, gradients = {}, {}
+    for name, settings in QLORA_BASES.items():
+        model = _adapted(info, rank=4, **settings)
+        # Non-zero adapters (B starts at zero), the same in every mode, so every factor has a
+        # gradient.
+        for variable in model.trainable_weights:
+            variable.assign(rng.normal(0, 0.05, variable.shape).astype("float32")
+                            if name == "lora" else gradients["values"][variable.path])
+        if name == "lora":
+            gradients["values"] = {v.path: v.numpy() for v in model.trainable_weights}
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                train[:8, 1:], model(train[:8, :-1]), from_logits=True))
+        gradients[name] = np.concatenate(
+            [g.numpy().ravel() for g in tape.gradient(loss, model.trainable_weights)])
+        for variable in model.trainable_weights:  # back to LoRA's start: B = 0
+            if variable.path.endswith("lora_kernel_b"):
+                variable.assign(np.zeros(variable.shape, "float32"))
+        # Eager: eight steps take less time than compiling them.
+        model.compile(keras.optimizers.Adam(3e-3),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      run_eagerly=True)
+        before = model.evaluate(val[:, :-1], val[:, 1:], batch_size=32, verbose=0)
+        model.fit(train[:, :-1], train[:, 1:], batch_size=8, epochs=1, shuffle=False, verbose=0)
+        losses[name] = (before, model.evaluate(val[:, :-1], val[:, 1:], batch_size=32,
+                                                 verbose=0))
+    lora, lora_drop = gradients["lora"], losses["lora"][0] - losses["lora"][1]
+    assert lora_drop > 0.01, losses
+    for name, tolerance in (("qlora int8", 0.002), ("qlora int4", 0.005)):
+        cosine = gradients[name] @ lora / (np.linalg.norm(gradients[name]) * np.linalg.norm(lora))
+        assert cosine > 0.9, (name, cosine)
+        before, after = losses[name]
+        assert before - after > 0.8 * lora_drop, (name, losses)
+        assert after == pytest.approx(losses["lora"][1], abs=tolerance), (name, losses)
 
 
 def test_bad_input_is_refused_in_one_line_before_any_work(presets, tmp_path):
