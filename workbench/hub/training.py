@@ -8,12 +8,15 @@ from __future__ import annotations
 PARITY_WINDOWS = 4
 
 
-def sft_results(stats, results):
-    """The instruction-tuning numbers of the report: the data's, and the conversation tokens a
-    second training reads (the measured window rate, less the layout's padding)."""
+def sft_results(stats, results, width):
+    """The instruction-tuning numbers of the report: the data's, and what the measured rate of
+    window positions (`tokens_per_second`) gives in conversation tokens (less the layout's
+    padding) and in trained tokens (the weighted ones) per second."""
     padding = stats["padding_packed"] if stats["packing"] else stats["padding_unpacked"]
     speed = results.get("tokens_per_second")
-    return {**stats, "conversation_tokens_per_second": speed * (1 - padding) if speed else None}
+    trained = stats["trained_tokens"] / (stats["train_windows"] * width)
+    return {**stats, "conversation_tokens_per_second": speed * (1 - padding) if speed else None,
+            "trained_tokens_per_second": speed * trained if speed else None}
 
 
 def finetune(ctx, info):
@@ -67,7 +70,11 @@ def finetune(ctx, info):
         "perplexity_before": before["perplexity"], "perplexity_after": after["perplexity"],
         "eval_windows": after["windows"]})
     if stats:
-        results["sft"] = sft_results(stats, results)
+        results["sft"] = sft_results(stats, results, recipe.lm.context + 1)
+        if results["sft"]["conversation_tokens_per_second"]:
+            ctx.say(f"  {results['sft']['conversation_tokens_per_second']:,.0f} conversation "
+                    f"tokens/s, {results['sft']['trained_tokens_per_second']:,.0f} of them "
+                    "trained on")
     windows = _windows(data.corpus.val, recipe.lm.context, PARITY_WINDOWS)[:, :-1]
     merged = ft.merged_copy(model)
     results["merged_max_logit_difference"] = ft.max_logit_difference(model, merged, windows)
