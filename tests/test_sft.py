@@ -168,6 +168,12 @@ def test_a_checkpoints_own_template_is_found_and_rendered_in_a_sandbox(tmp_path)
         escape.render([])
     with pytest.raises(WorkbenchError, match="does not compile"):
         ChatTemplate("broken", "{% for %}")
+    # Newest turn first, in capitals: no prefix renders as the whole, and no content as given.
+    shouting = ChatTemplate("upper", "{% for m in messages | reverse %}{{ m.content | upper }}|"
+                                     "{% endfor %}")
+    with pytest.raises(WorkbenchError, match="cannot be told apart"):
+        shouting.assistant_spans([{"role": "user", "content": "q"},
+                                  {"role": "assistant", "content": "an answer"}])
     trimmed = ChatTemplate("trim", "{% for m in messages %}\n    {% if m %}{{ m.content }}"
                                    "{% endif %}\n{% endfor %}")
     assert trimmed.render([{"role": "user", "content": "a"}]) == "a"  # trim/lstrip blocks

@@ -213,21 +213,25 @@ class ChatTemplate:
                 continue
             prompt = self.render(messages[:index], add_generation_prompt=True, where=where)
             turn = self.render(messages[:index + 1], where=where)
-            content = message["content"]
+            content = message["content"].strip()
+            found = text.find(content, cursor) if content else -1
+            lost = WorkbenchError(
+                f"chat template '{self.name}' does not write assistant message {index + 1} of "
+                f"{where or 'a conversation'} as given, so its tokens cannot be told apart; set "
+                "sft.train_on=all or another sft.template")
             if text.startswith(prompt) and len(prompt) >= cursor:
                 start = len(prompt)
-            else:
-                found = text.find(content.strip(), cursor) if content.strip() else -1
-                if found < 0:
-                    raise WorkbenchError(
-                        f"chat template '{self.name}' does not write assistant message "
-                        f"{index + 1} of {where or 'a conversation'} as given, so its tokens "
-                        "cannot be told apart; set sft.train_on=all or another sft.template")
+            elif found >= 0:
                 start = found
+            else:
+                raise lost
             if text.startswith(turn) and len(turn) > start:
                 end = len(turn)
             else:
-                end = text.find(content.strip(), start) + len(content.strip())
+                found = text.find(content, start) if content else start
+                if found < 0:
+                    raise lost
+                end = found + len(content)
                 rest = text[end:]
                 stripped = rest.lstrip()
                 if self.end_of_turn and stripped.startswith(self.end_of_turn):
