@@ -43,12 +43,16 @@ class Recipe:
         description: one line for `--list`.
         model: builder `fn(hp)` (or `fn(hp, data_info)`) returning an uncompiled Keras model; `hp`
             is a `keras_tuner.HyperParameters`, so the same builder serves training and search.
-        data: `"digits"` (scikit-learn's bundled 8x8 digits) or a path to a `.npz` file.
+        data: where the examples come from: `"digits"` (scikit-learn's bundled 8x8 digits), a
+            path to a `.npz` or `.csv` file or a folder (images, text files), a
+            `"module:function"` that returns the data, or for a language model a text source
+            (docs/how-to/your-own-data.md).
         data_options: options for the data loader (`val_fraction`, `test_fraction`, ...).
         model_options: free-form options handed to a builder that takes a third argument
             (`fn(hp, data_info, options)`), e.g. a backbone name or `weights`.
-        task: multiclass, binary, multilabel, regression or language_model; `None` infers it
-            from the data. The task chooses the default loss, metrics and monitors.
+        task: multiclass, binary, multilabel, regression, language_model or causal_lm (the
+            registered families: workbench.tasks.task_names()); `None` infers a supervised task
+            from the labels. The task chooses the default loss, metrics and monitors.
         optimizer: optimizer name (Keras' own or a workbench one, e.g. `"adam"`, `"shampoo"`).
         optimizer_config: keyword arguments for the optimizer.
         optimizer_presets: settings that come with an optimizer, `{name: {setting: value}}`
