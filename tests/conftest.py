@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# Registers the supervised family and its label reader, which the tests that load labelled data
+# straight from workbench.data need, as the command line's runs get it by resolving their task.
+import workbench.supervised  # noqa: E402,F401
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from workbench.data.checks import LabelReader
 from workbench.data.core import Data, DataInfo
 from workbench.errors import WorkbenchError, suggest
 
@@ -139,5 +140,5 @@ def make_dataset(x, y, batch_size, shuffle=False, seed=0):
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-__all__ = ["Data", "DataInfo", "load_data", "make_dataset", "representative_inputs",
+__all__ = ["Data", "DataInfo", "LabelReader", "load_data", "make_dataset", "representative_inputs",
            "source_kind"]

@@ -73,14 +73,35 @@ class LabelStats:
                 self.distinct.update(np.unique(values).tolist())
 
 
+class LabelReader:
+    """What a data source asks about its labels: which kind they are (`resolve(stats)` over a
+    `LabelStats`, `for_class_folders(count, what)` for a class-per-folder source), each kind
+    knowing how its labels are stored. A task family that reads labels subclasses it (the
+    supervised family's `workbench.supervised.labels.Labels`); defining the subclass registers
+    it, so the data sources never name a task."""
+
+    def __init__(self, task=None, where="the data"):
+        self.task = task
+
+    def resolve(self, stats):
+        raise NotImplementedError
+
+    def for_class_folders(self, class_count, what):
+        raise NotImplementedError
+
+
 def label_reader(task, where="the data"):
     """What reads the labels for `task` (a name, `None` to let the labels say, or a reader
-    already): the supervised family's `workbench.data.labels.Labels`, which knows the tasks."""
-    if hasattr(task, "resolve"):
+    already): the registered `LabelReader` subclass, made for `task`."""
+    if isinstance(task, LabelReader):
         return task
-    from workbench.data.labels import Labels
-
-    return Labels(task, where)
+    readers = LabelReader.__subclasses__()
+    if len(readers) != 1:
+        raise WorkbenchError(
+            "no task family that reads labels is imported (import workbench.supervised)"
+            if not readers else "more than one label reader is registered: "
+            + ", ".join(reader.__name__ for reader in readers))
+    return readers[0](task, where)
 
 
 def split_assignment(count, seed, val_fraction, test_fraction, labels=None, where="data"):

@@ -3,7 +3,7 @@
 The task decides the loss, the metrics, the early-stopping and plateau monitor, the search
 objective, the activation of the model's last layer, and what `verify` measures on every exported
 `.tflite` file. A recipe names its task (`--set task=regression`) or lets the labels say
-(`workbench.data.labels`, over `workbench.data.checks.LabelStats`). `SupervisedTask` is the family's `Task`: it trains by epochs
+(`workbench.supervised.labels`, over `workbench.data.checks.LabelStats`). `SupervisedTask` is the family's `Task`: it trains by epochs
 with `model.fit` (workbench.training) and offers every stage but `generate`.
 
 | task           | labels                       | output               | loss                            |
@@ -177,9 +177,9 @@ def data_spec(recipe):
 
 def load_labelled_data(source, options, seed, task):
     """The data of `source` with `options` and `seed`, its labels checked (and the task inferred
-    when `task` is None) by `workbench.data.labels.Labels`."""
+    when `task` is None) by `workbench.supervised.labels.Labels`."""
     from workbench.data import load_data
-    from workbench.data.labels import Labels
+    from workbench.supervised.labels import Labels
 
     return load_data(source, seed=seed, task=Labels(task, f"data '{source}'"), **options)
 

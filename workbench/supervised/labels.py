@@ -1,6 +1,7 @@
 """What the supervised family reads in labels: which task they imply, whether they fit the task,
-and how each task's labels are stored. The data sources (workbench.data) take a `Labels` and ask
-it, so they never name a task themselves.
+and how each task's labels are stored. `Labels` is the family's `workbench.data.LabelReader`:
+the data sources take one and ask it, so they never name a task themselves; defining it registers
+it, as defining a `Task` subclass registers a family.
 
 | task       | labels                        | stored as                  |
 |------------|-------------------------------|----------------------------|
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 
+from workbench.data.checks import LabelReader
 from workbench.errors import WorkbenchError
 
 
@@ -112,7 +114,7 @@ def infer_kind(stats) -> LabelKind:
     return KINDS["regression"]
 
 
-class Labels:
+class Labels(LabelReader):
     """The run's reading of labels: the recipe's task, or (with `task=None`) the one the labels
     imply. Data sources call `resolve` once they have seen the labels."""
 
