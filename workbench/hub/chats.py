@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib
 import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import WorkbenchError, suggest
+from workbench.lm.corpus import data_function
 
 ROLES = ("system", "user", "assistant")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -54,16 +54,7 @@ def _is_call_source(spec):
 
 
 def _call(spec):
-    module_name, _, function_name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise WorkbenchError(f"data '{spec}': cannot import module '{module_name}' ({error})")
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise WorkbenchError(f"data '{spec}': module '{module_name}' has no function "
-                             f"'{function_name}'")
-    return function()
+    return data_function(spec)()
 
 
 def _files(path):

@@ -331,14 +331,13 @@ def score(ctx, model):
 
 def generate(ctx):
     """Each `generate` prompt as a user turn of the template, answered until its end of turn."""
-    from workbench.lm.generate import check_language_model, continue_ids, make_sampler
+    from workbench.lm.generate import (check_language_model, continue_ids, generate_prompts,
+                                       make_sampler)
 
     model = ctx.require_model("generate")
     data = ctx.require_data("generate")
     settings = ctx.recipe.generate
-    prompts = [p for p in (settings.prompt, *settings.prompts) if p]
-    if not prompts:
-        raise WorkbenchError("generate: no prompt; set --set generate.prompt=TEXT")
+    prompts = generate_prompts(settings)
     check_language_model(model)
     chat = data.chat
     encoded = [chat.encode_prompt(prompt) for prompt in prompts]

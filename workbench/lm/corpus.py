@@ -42,7 +42,8 @@ def stdlib_bytes(root=None) -> bytes:
     return b"".join(Path(p).read_bytes() for p in stdlib_paths(root))
 
 
-def _call_source(spec):
+def data_function(spec):
+    """The function a `"module:function"` data source names; a missing one is bad input."""
     module_name, _, function_name = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -52,7 +53,11 @@ def _call_source(spec):
     if not callable(function):
         raise WorkbenchError(f"data '{spec}': module '{module_name}' has no function "
                              f"'{function_name}'")
-    value = function()
+    return function
+
+
+def _call_source(spec):
+    value = data_function(spec)()
     if isinstance(value, str):
         return value.encode("utf-8")
     if isinstance(value, (bytes, bytearray)):

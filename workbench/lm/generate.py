@@ -20,6 +20,14 @@ from workbench.lm.model import model_context
 from workbench.settings.lm import SAMPLERS
 
 
+def generate_prompts(settings):
+    """`generate.prompt` and `generate.prompts`, the empty ones left out; none is bad input."""
+    prompts = [p for p in (settings.prompt, *settings.prompts) if p]
+    if not prompts:
+        raise WorkbenchError("generate: no prompt; set --set generate.prompt=TEXT")
+    return prompts
+
+
 def make_sampler(name="greedy", k=10, p=0.9, temperature=1.0, seed=0):
     import keras_hub
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from workbench.data.core import Data, DataInfo
-from workbench.errors import WorkbenchError
 from workbench.lm.corpus import load_corpus, window_starts, windows_dataset
 
 
@@ -165,14 +164,12 @@ def describe_evaluation(metrics):
 
 def generate(ctx):
     """Continue `generate.prompt` and `generate.prompts`: `(samples, settings)`."""
-    from workbench.lm.generate import generate_text
+    from workbench.lm.generate import generate_prompts, generate_text
 
     model = ctx.require_model("generate")
     data = ctx.require_data("generate")
     settings = ctx.recipe.generate
-    prompts = [p for p in (settings.prompt, *settings.prompts) if p]
-    if not prompts:
-        raise WorkbenchError("generate: no prompt; set --set generate.prompt=TEXT")
+    prompts = generate_prompts(settings)
     tokenizer = data.corpus.tokenizer if getattr(data, "corpus", None) else None
     if tokenizer is None:
         from workbench.lm.tokenizers import ByteTokens
