@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 _SUBPACKAGES = ("callbacks", "compression", "optimizers", "regularizers", "schedules")
 # Importing these registers their classes with Keras (`register_keras_serializable`).
 _REGISTERING_MODULES = ("workbench.optimizers", "workbench.schedules", "workbench.regularizers",
-                        "workbench.callbacks", "workbench.lm.model", "workbench.hub.model")
+                        "workbench.callbacks", "workbench.lm.model")
 
 __all__ = ["Recipe", "WorkbenchError", "__version__", *_SUBPACKAGES]
 

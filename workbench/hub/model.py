@@ -12,18 +12,9 @@ the fine-tuned model as a KerasHub preset too (`preset/`, tokenizer included).
 from __future__ import annotations
 
 import keras
-from keras import layers, ops
+from keras import layers
 
-
-@keras.saving.register_keras_serializable(package="workbench")
-class FullPaddingMask(layers.Layer):
-    """The padding mask of windows without padding: ones shaped like the token ids."""
-
-    def call(self, token_ids):
-        return ops.ones_like(token_ids, dtype="int32")
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+from workbench.lm.model import FullPaddingMask
 
 
 def wrap_causal_lm(causal_lm, context, name=None):

@@ -19,7 +19,6 @@ from __future__ import annotations
 from workbench.errors import WorkbenchError, suggest
 from workbench.lm.task import LanguageModelTask
 
-from workbench.hub import model as _model  # noqa: F401  (registers FullPaddingMask)
 
 
 class CausalLMTask(LanguageModelTask):

@@ -239,3 +239,17 @@ def flops_per_token(model, training=True):
                      if not w.path.endswith(("lora_kernel_a", "lora_kernel_b"))) - positions
     forward = 2 * parameters + 4 * len(blocks) * context * width
     return 3 * forward if training else forward
+
+
+@keras.saving.register_keras_serializable(package="workbench")
+class FullPaddingMask(layers.Layer):
+    """The padding mask of windows without padding: ones shaped like the token ids. A KerasHub
+    `CausalLM` wrapped as a language model (workbench.hub.model.wrap_causal_lm) reads windows
+    that hold no padding; it lives here, with the GPT's layers, so `import workbench` registers it
+    without importing the families."""
+
+    def call(self, token_ids):
+        return ops.ones_like(token_ids, dtype="int32")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
